@@ -88,7 +88,6 @@ def build_tiny_components(seed: int = 0) -> dict:
         num_layers=3,
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
         vace_layers=[0, 2],
         vace_in_channels=96,
     )

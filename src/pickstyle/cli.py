@@ -1,0 +1,304 @@
+"""The `pickstyle` command line: `stylize`, `styles`, `make-tiny-model`.
+
+Heavy imports (torch, diffusers) happen inside the commands, so `pickstyle --help` is fast.
+Bad input exits with code 2 and one line on stderr; no output file is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import PickStyleError
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".gif")
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not finite")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pickstyle",
+        description="Video-to-video style transfer with context-style adapters on Wan2.1-VACE (PickStyle).",
+    )
+    parser.add_argument("--version", action="version", version=f"pickstyle {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = commands.add_parser(
+        "stylize",
+        help="render a video in a style given by a prompt",
+        description="Render INPUT in the style the prompt names, keeping its content and motion.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    s.add_argument("input", help="source video (any format ffmpeg reads) or a folder of frames")
+    s.add_argument("-p", "--prompt", required=True, help="'<style> style. <description>', or the description with --style")
+    s.add_argument("-o", "--output", required=True, help="output video: .mp4, .mov, .mkv, .webm or .gif")
+    s.add_argument("--model", required=True, help="diffusers Wan2.1-VACE folder (or hub id), e.g. Wan2.1-VACE-14B-diffusers")
+    s.add_argument("--adapter", help="style adapter: diffusers LoRA file/folder or the authors' .pth/.safetensors")
+    s.add_argument("--adapter-scale", type=_finite_float, default=1.0, help="strength of the adapter")
+    s.add_argument("--style", help="preset (see `pickstyle styles`): adds '<Style> style. ' to the prompt, sets --skip")
+    s.add_argument("--steps", type=_positive_int, default=20, help="sampling steps")
+    s.add_argument("--skip", type=_non_negative_int, default=None, help="start at this step from the noised source (default 4, or the style's)")
+    s.add_argument("--text-scale", type=_non_negative_float, default=5.0, help="w_t: style (text) guidance")
+    s.add_argument("--context-scale", type=_non_negative_float, default=4.0, help="w_c: content (context) guidance; 0 = off")
+    s.add_argument("--guidance", choices=("cs-cfg", "cfg", "none"), default="cs-cfg", help="guidance mode")
+    s.add_argument("--null-context", choices=("permute", "zero"), default="permute", help="CS-CFG's null context")
+    s.add_argument("--no-apg", action="store_true", help="plain guidance arithmetic instead of APG")
+    s.add_argument("--negative-prompt", default=None, help="null text (default: Wan's standard negative prompt)")
+    s.add_argument("--seed", type=int, default=2025, help="seed of every random draw")
+    s.add_argument("--size", default="480p", help="480p, 720p (area, aspect kept) or WxH (exact, cropped)")
+    s.add_argument("--frames", type=_positive_int, default=None, help="frames to generate, 4k+1 (default: up to 81 over the clip)")
+    s.add_argument("--fps", type=_non_negative_float, default=16.0, help="frame rate of the output")
+    s.add_argument("--scheduler", choices=("dpm++", "unipc", "euler"), default="dpm++", help="sampler")
+    s.add_argument("--shift", type=_non_negative_float, default=16.0, help="flow shift of the sampler's sigmas")
+    s.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
+    s.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"), default="auto", help="auto: bf16 on GPU, fp32 on CPU")
+    s.add_argument("--offload", choices=("none", "model", "sequential"), default="none", help="CPU offload to save GPU memory")
+    s.add_argument("--batch-guidance", action="store_true", help="run the guidance passes as one batch (more memory, faster)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_stylize)
+
+    st = commands.add_parser("styles", help="list the style presets")
+    st.set_defaults(func=cmd_styles)
+
+    t = commands.add_parser("make-tiny-model", help="write a tiny random Wan2.1-VACE model folder (for smoke tests)")
+    t.add_argument("directory", help="folder to create")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_make_tiny_model)
+    return parser
+
+
+def cmd_styles(args) -> int:
+    from .styles import STYLE_PRESETS
+
+    print(f"{'style':<12} {'prompt prefix':<24} skip (of 20 steps)")
+    for key, preset in STYLE_PRESETS.items():
+        print(f"{key:<12} {preset.prefix!r:<24} {preset.skip_steps}")
+    return 0
+
+
+def cmd_make_tiny_model(args) -> int:
+    from .testing import save_tiny_model
+
+    path = save_tiny_model(args.directory, seed=args.seed)
+    print(f"wrote a tiny random Wan2.1-VACE model to {path} (outputs are noise; for smoke tests only)")
+    return 0
+
+
+def check_output_path(path: str) -> Path:
+    """The output path, if its suffix is a video format and its folder can be written."""
+    out = Path(path)
+    if out.suffix.lower() not in VIDEO_SUFFIXES:
+        raise PickStyleError(f"{path}: output must end in one of {', '.join(VIDEO_SUFFIXES)}")
+    if out.is_dir():
+        raise PickStyleError(f"{path}: is a directory, not an output file")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise PickStyleError(f"{path}: cannot write there ({parent} is not a writable folder)")
+    return out
+
+
+def resolve_device_dtype(device: str, dtype: str):
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    try:
+        torch_device = torch.device(device)
+    except RuntimeError:
+        raise PickStyleError(f"--device {device!r}: not a device (use auto, cuda, cuda:N, mps or cpu)") from None
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise PickStyleError(f"--device {device}: CUDA is not available on this machine")
+    if dtype == "auto":
+        dtype = "fp32" if torch_device.type == "cpu" else "bf16"
+    return torch_device, {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+
+
+def load_pipeline(model: str, dtype):
+    """`PickStylePipeline` from a local diffusers Wan2.1-VACE folder or a hub id; VAE in fp32."""
+    import json
+
+    import torch
+
+    from .pipeline import PickStylePipeline
+
+    path = Path(model)
+    if path.exists():
+        index = path / "model_index.json"
+        if not index.is_file():
+            raise PickStyleError(f"{model}: not a diffusers model folder (no model_index.json)")
+        try:
+            transformer = json.loads(index.read_text()).get("transformer", [None, None])[1]
+        except (json.JSONDecodeError, AttributeError, IndexError, TypeError):
+            raise PickStyleError(f"{index}: not a valid model_index.json") from None
+        if transformer != "WanVACETransformer3DModel":
+            raise PickStyleError(
+                f"{model}: not a Wan-VACE model (its transformer is {transformer!r}, expected WanVACETransformer3DModel)"
+            )
+    elif model.count("/") != 1 or model.startswith((".", "/", "~")):
+        raise PickStyleError(f"{model}: no such model folder")
+    try:
+        return PickStylePipeline.from_pretrained(model, torch_dtype={"default": dtype, "vae": torch.float32})
+    except PickStyleError:
+        raise
+    except Exception as err:  # hub, file and config errors all end here with their first line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PickStyleError(f"{model}: could not load the model: {first}") from None
+
+
+def cmd_stylize(args) -> int:
+    from .styles import get_style, scale_skip
+    from .video import parse_size
+
+    started = time.perf_counter()
+    # Cheap checks first: nothing slow runs before the input is known to be good.
+    if not Path(args.input).exists():
+        raise PickStyleError(f"{args.input}: no such file or folder")
+    output = check_output_path(args.output)
+    prompt, skip = args.prompt, args.skip
+    if args.style:
+        preset = get_style(args.style)
+        prompt = preset.prompt(prompt)
+        if skip is None:
+            skip = scale_skip(preset.skip_steps, args.steps)
+    skip = 4 if skip is None else skip
+    if skip >= args.steps:
+        raise PickStyleError(f"--skip {skip}: must be less than --steps {args.steps}")
+    if not prompt.strip():
+        raise PickStyleError("--prompt is empty")
+    size = parse_size(args.size)
+    if args.frames is not None and (args.frames - 1) % 4:
+        raise PickStyleError(f"--frames {args.frames}: must be 4k+1 (e.g. 17, 49, 81)")
+    if args.fps <= 0:
+        raise PickStyleError(f"--fps {args.fps}: must be positive")
+
+    import torch
+
+    from .schedulers import make_scheduler
+    from .video import fit_size, read_video, restore_aspect, write_video
+
+    frames, source_fps = read_video(args.input, num_frames=args.frames or "auto")
+    src_h, src_w = frames.shape[1:3]
+    device, dtype = resolve_device_dtype(args.device, args.dtype)
+    if args.offload == "sequential" and device.type == "cpu":
+        raise PickStyleError("--offload sequential needs a GPU (--device cuda)")
+
+    pipe = load_pipeline(args.model, dtype)
+    multiple = pipe.size_multiple
+    if isinstance(size, tuple):
+        height, width = size
+        if height % multiple or width % multiple:
+            raise PickStyleError(f"--size {args.size}: width and height must be multiples of {multiple}")
+    else:
+        height, width = fit_size(src_h, src_w, size, multiple)
+    pipe.scheduler = make_scheduler(args.scheduler, args.shift)
+    if args.adapter:
+        pipe.load_style_adapter(args.adapter, scale=args.adapter_scale)
+    if args.offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif args.offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    pipe.set_progress_bar_config(disable=args.quiet)
+
+    result = pipe(
+        video=frames,
+        prompt=prompt,
+        negative_prompt=args.negative_prompt,
+        height=height,
+        width=width,
+        num_frames=len(frames),
+        num_inference_steps=args.steps,
+        skip_steps=skip,
+        guidance=args.guidance,
+        text_guidance_scale=args.text_scale,
+        context_guidance_scale=args.context_scale,
+        null_context=args.null_context,
+        apg=not args.no_apg,
+        batch_guidance=args.batch_guidance,
+        generator=torch.Generator("cpu").manual_seed(args.seed),
+    )
+    video = restore_aspect(result.frames[0], src_h, src_w)
+    write_video(output, video, fps=args.fps)
+    seconds = time.perf_counter() - started
+    print(
+        f"wrote {output}: {len(video)} frames, {video.shape[2]}x{video.shape[1]}, {args.fps:g} fps "
+        f"(source {src_w}x{src_h} at {source_fps:.3g} fps), {seconds:.1f} s"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except PickStyleError as err:
+        print(f"pickstyle {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        if type(err).__name__ != "OutOfMemoryError":
+            raise
+        print(
+            f"pickstyle {args.command}: error: out of GPU memory; try --offload model, a smaller --size or fewer --frames",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        print(f"pickstyle {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

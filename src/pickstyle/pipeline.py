@@ -1,0 +1,334 @@
+"""`PickStylePipeline`: Wan2.1-VACE video-to-video style transfer with CS-CFG.
+
+A subclass of diffusers' `WanVACEPipeline`, so loading, saving, device moves, offloading and LoRA
+loading keep working. `__call__` adds, on top of VACE's context branch fed by the source video:
+noise initialisation from the partially noised source latent (`skip_steps`), and context-style
+classifier-free guidance with a spatio-temporally permuted context as the null (`guidance`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from diffusers import WanVACEPipeline
+from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
+
+from .errors import PickStyleError
+from .guidance import GUIDANCE_MODES, NULL_CONTEXTS, APGState, cs_cfg, cs_cfg_apg, permute_context
+from .video import auto_num_frames, fit_size, frame_size, sample_frame_indices, to_video_tensor
+
+# Wan2.1's standard negative prompt (its `sample_neg_prompt`): the null text of CS-CFG.
+WAN_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
+    "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
+    "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+DEFAULT_AREA = 480 * 832
+
+
+class PickStylePipeline(WanVACEPipeline):
+    """Stylise a video with Wan2.1-VACE, a context-style adapter and CS-CFG.
+
+    >>> pipe = PickStylePipeline.from_pretrained(model_dir, torch_dtype=torch.bfloat16)
+    >>> pipe.load_style_adapter("pickstyle_lora.pth")
+    >>> out = pipe(video=frames, prompt="anime style. a man boxing", generator=torch.Generator().manual_seed(2025))
+    >>> out.frames[0]  # float32 [T, H, W, 3] in [0, 1]
+    """
+
+    @property
+    def size_multiple(self) -> int:
+        """Height and width must be multiples of this (VAE stride x patch size; 16 on Wan)."""
+        return self.vae_scale_factor_spatial * self.transformer.config.patch_size[1]
+
+    def load_style_adapter(self, path, scale: float = 1.0, adapter_name: str = "pickstyle", alpha: float | None = None):
+        """Load a style adapter: diffusers' LoRA format (file or folder) or the authors' checkpoint
+        (`module.vace_blocks.{i}.self_attn.{q,k,v}.lora_{A,B}.consistency.weight`, .pth or
+        .safetensors). `scale` multiplies the adapter's effect. Returns the adapter name."""
+        from .adapters import load_style_adapter
+
+        return load_style_adapter(self, path, scale=scale, adapter_name=adapter_name, alpha=alpha)
+
+    def check_style_inputs(
+        self,
+        video,
+        prompt,
+        prompt_embeds,
+        height,
+        width,
+        num_inference_steps,
+        skip_steps,
+        guidance,
+        null_context,
+        text_guidance_scale,
+        context_guidance_scale,
+        apg_momentum,
+        apg_norm_threshold,
+        apg_eta,
+    ):
+        """Raise `PickStyleError` with a one-line message for the first bad argument."""
+        if self.transformer is None:
+            raise PickStyleError("this pipeline has no `transformer`: PickStyle needs a Wan2.1-VACE transformer")
+        if video is None or len(video) == 0:
+            raise PickStyleError("`video` is empty: pass the source frames")
+        if prompt is None and prompt_embeds is None:
+            raise PickStyleError("pass a `prompt` (e.g. 'anime style. a man boxing') or `prompt_embeds`")
+        if prompt is not None and not isinstance(prompt, str):
+            raise PickStyleError(f"`prompt` must be one string, got {type(prompt).__name__}")
+        if guidance not in GUIDANCE_MODES:
+            raise PickStyleError(f"guidance {guidance!r}: expected one of {', '.join(GUIDANCE_MODES)}")
+        if null_context not in NULL_CONTEXTS:
+            raise PickStyleError(f"null_context {null_context!r}: expected one of {', '.join(NULL_CONTEXTS)}")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise PickStyleError(f"num_inference_steps {num_inference_steps!r}: must be a positive integer")
+        if not isinstance(skip_steps, int) or not 0 <= skip_steps < num_inference_steps:
+            raise PickStyleError(
+                f"skip_steps {skip_steps!r}: must be an integer in [0, {num_inference_steps - 1}] "
+                f"(less than num_inference_steps={num_inference_steps})"
+            )
+        for name, value in [
+            ("text_guidance_scale", text_guidance_scale),
+            ("context_guidance_scale", context_guidance_scale),
+            ("apg_momentum", apg_momentum),
+            ("apg_norm_threshold", apg_norm_threshold),
+            ("apg_eta", apg_eta),
+        ]:
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise PickStyleError(f"{name} {value!r}: must be a finite number >= 0")
+        base = self.size_multiple
+        for name, value in [("height", height), ("width", width)]:
+            if value is not None and (not isinstance(value, int) or value < base or value % base):
+                raise PickStyleError(f"{name} {value!r}: must be a positive multiple of {base}")
+
+    def prepare_context(self, video: torch.Tensor, generator=None) -> torch.Tensor:
+        """The VACE context of a source video [1, 3, T, H, W] in [-1, 1], mask all ones:
+        [VAE(zeros) | VAE(video) | mask folded into pixel blocks], [1, 2 z + s^2, T', H', W']
+        (96 channels on Wan)."""
+        mask = torch.ones_like(video)
+        latents = self.prepare_video_latents(video, mask, [[]], generator, video.device)
+        return torch.cat([latents, self.prepare_masks(mask, [[]], generator)], dim=1)
+
+    def _conditioning_scale(self, conditioning_scale, device, dtype) -> torch.Tensor:
+        layers = self.transformer.config.vace_layers
+        scale = torch.as_tensor(
+            [conditioning_scale] * len(layers) if isinstance(conditioning_scale, (int, float)) else conditioning_scale
+        )
+        if scale.numel() != len(layers):
+            raise PickStyleError(f"conditioning_scale has {scale.numel()} values for {len(layers)} VACE layers")
+        return scale.to(device=device, dtype=dtype)
+
+    def _predict(self, latents, t, branches, context_scale, attention_kwargs, batched):
+        """Velocity predictions f(x, t; text, context), one per (text, context) in `branches`,
+        as separate passes or as one batch; float32, shape of `latents`."""
+        dtype = self.transformer.dtype
+        x = latents.to(dtype)
+        if batched and len(branches) > 1:
+            texts = torch.cat([b[0] for b in branches])
+            contexts = torch.cat([b[1] for b in branches])
+            xs = x.repeat(len(branches), *([1] * (x.ndim - 1)))
+            out = self.transformer(
+                hidden_states=xs,
+                timestep=t.expand(xs.shape[0]),
+                encoder_hidden_states=texts,
+                control_hidden_states=contexts,
+                control_hidden_states_scale=context_scale,
+                attention_kwargs=attention_kwargs,
+                return_dict=False,
+            )[0]
+            return [p.float() for p in out.chunk(len(branches))]
+        preds = []
+        for text, context in branches:
+            preds.append(
+                self.transformer(
+                    hidden_states=x,
+                    timestep=t.expand(x.shape[0]),
+                    encoder_hidden_states=text,
+                    control_hidden_states=context,
+                    control_hidden_states_scale=context_scale,
+                    attention_kwargs=attention_kwargs,
+                    return_dict=False,
+                )[0].float()
+            )
+        return preds
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        video=None,
+        prompt: str | None = None,
+        negative_prompt: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        area: int = DEFAULT_AREA,
+        num_frames: int | None = None,
+        num_inference_steps: int = 20,
+        skip_steps: int = 4,
+        guidance: str = "cs-cfg",
+        text_guidance_scale: float = 5.0,
+        context_guidance_scale: float = 4.0,
+        null_context: str = "permute",
+        apg: bool = True,
+        apg_momentum: float = 0.75,
+        apg_norm_threshold: float = 55.0,
+        apg_eta: float = 0.0,
+        conditioning_scale: float | list[float] = 1.0,
+        batch_guidance: bool = False,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        attention_kwargs: dict[str, Any] | None = None,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],
+        max_sequence_length: int = 512,
+    ):
+        r"""Stylise `video` as `prompt` says.
+
+        Args:
+            video: the source: a list of PIL images, a uint8 array [T, H, W, 3], or a float tensor
+                [T, 3, H, W] / array [T, H, W, 3] in [0, 1].
+            prompt: `"<style> style. <description>"`, e.g. `"anime style. a man boxing"`.
+            negative_prompt: the null text; default Wan's standard negative prompt.
+            height, width: generation size in pixels, multiples of `size_multiple`; default the
+                source's aspect ratio at about `area` pixels (default 480 x 832). The source is
+                resized to cover it (bicubic) and centre-cropped.
+            num_frames: frames to generate (4k+1); default the source's frame count, at most 81,
+                rounded down to 4k+1. Frames are picked spread over the whole source.
+            num_inference_steps: sampler steps N (default 20).
+            skip_steps: k; sampling starts at step k from x = (1 - sigma_k) VAE(source) + sigma_k eps.
+                More skip keeps more of the source and stylises less. 0 starts from pure noise.
+            guidance: `"cs-cfg"` (text and context directions), `"cfg"` (plain CFG, the context in
+                both branches) or `"none"` (one pass, no guidance).
+            text_guidance_scale: w_t, the style (text) direction (default 5).
+            context_guidance_scale: w_c, the content (context) direction (default 4); 0 turns it off.
+            null_context: `"permute"` (the context latent with its T, H, W axes shuffled, redrawn
+                every step from `generator`) or `"zero"` (the context of an all-zero video).
+            apg: pass both guidance differences through adaptive projected guidance (default True,
+                as the authors run it), with `apg_momentum`, `apg_norm_threshold` (L2 norm cap) and
+                `apg_eta` (weight of the part parallel to the conditional prediction).
+            conditioning_scale: weight of the VACE hints (float or one per VACE layer).
+            batch_guidance: run the 2 or 3 predictions of a step as one batch (faster on a large
+                GPU, more memory) instead of separate passes; the result is the same.
+            generator: the source of every random draw (initial noise, then the permutations).
+            latents: the initial noise eps [1, 16, T', H', W'] instead of drawing it.
+
+        Returns:
+            `WanPipelineOutput` whose `frames[0]` is float32 [T, H, W, 3] in [0, 1] (`output_type="np"`).
+        """
+        if negative_prompt is None and negative_prompt_embeds is None:
+            negative_prompt = WAN_NEGATIVE_PROMPT
+        self.check_style_inputs(
+            video, prompt, prompt_embeds, height, width, num_inference_steps, skip_steps, guidance, null_context,
+            text_guidance_scale, context_guidance_scale, apg_momentum, apg_norm_threshold, apg_eta,
+        )  # fmt: skip
+        self._guidance_scale = text_guidance_scale
+        self._attention_kwargs = attention_kwargs
+        self._interrupt = False
+        device = self._execution_device
+        dtype = self.transformer.dtype
+
+        # 1. Source frames: pick num_frames over the clip, resize to cover (height, width), crop.
+        frames_available = len(video)
+        if num_frames is None:
+            num_frames = auto_num_frames(frames_available, temporal_stride=self.vae_scale_factor_temporal)
+        if (num_frames - 1) % self.vae_scale_factor_temporal:
+            raise PickStyleError(f"num_frames {num_frames}: must be {self.vae_scale_factor_temporal}k+1")
+        if num_frames != frames_available:
+            index = sample_frame_indices(frames_available, num_frames)
+            video = [video[i] for i in index] if isinstance(video, list) else video[index]
+        if height is None or width is None:
+            height, width = fit_size(*frame_size(video), area, self.size_multiple)
+        source = to_video_tensor(video, height, width).to(device)
+
+        # 2. Text: the prompt and the null text.
+        use_null_text = guidance != "none"
+        prompt_embeds, negative_prompt_embeds = self.encode_prompt(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            do_classifier_free_guidance=use_null_text,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            max_sequence_length=max_sequence_length,
+            device=device,
+        )
+        prompt_embeds = prompt_embeds.to(dtype)
+        if use_null_text:
+            negative_prompt_embeds = negative_prompt_embeds.to(dtype)
+
+        # 3. Context: the 96-channel VACE input of the source; the zero-video null if asked for.
+        context = self.prepare_context(source, generator)
+        source_latents = context[:, self.vae.config.z_dim : 2 * self.vae.config.z_dim].float()
+        context = context.to(dtype)
+        use_null_context = guidance == "cs-cfg" and context_guidance_scale != 0
+        zero_context = None
+        if use_null_context and null_context == "zero":
+            zero_context = self.prepare_context(torch.zeros_like(source), generator).to(dtype)
+        hint_scale = self._conditioning_scale(conditioning_scale, device, dtype)
+
+        # 4. Timesteps from step k on, and the initial latent x = (1 - sigma_k) z_source + sigma_k eps.
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        self.scheduler.set_begin_index(skip_steps)
+        timesteps = self.scheduler.timesteps[skip_steps:]
+        noise = self.prepare_latents(
+            1, self.transformer.config.in_channels, height, width, num_frames, torch.float32, device, generator, latents
+        )
+        if skip_steps > 0:
+            sigma = self.scheduler.sigmas[skip_steps].to(device=device, dtype=torch.float32)
+            latents = (1 - sigma) * source_latents + sigma * noise
+        else:
+            latents = noise
+
+        # 5. Denoise with CS-CFG.
+        apg_state = APGState()
+        self._num_timesteps = len(timesteps)
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                self._current_timestep = t
+                branches = [(prompt_embeds, context)]
+                if use_null_text:
+                    branches.append((negative_prompt_embeds, context))
+                if use_null_context:
+                    null = permute_context(context, generator) if null_context == "permute" else zero_context
+                    branches.append((negative_prompt_embeds, null))
+                preds = self._predict(latents, t, branches, hint_scale, attention_kwargs, batch_guidance)
+
+                if guidance == "none":
+                    velocity = preds[0]
+                elif apg:
+                    velocity, apg_state = cs_cfg_apg(
+                        *preds, *([None] * (3 - len(preds))), text_guidance_scale, context_guidance_scale,
+                        apg_state, apg_momentum, apg_norm_threshold, apg_eta,
+                    )  # fmt: skip
+                else:
+                    velocity = cs_cfg(*preds, *([None] * (3 - len(preds))), text_guidance_scale, context_guidance_scale)
+
+                latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
+
+                if callback_on_step_end is not None:
+                    callback_kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs}
+                    outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                    latents = outputs.pop("latents", latents)
+                progress_bar.update()
+        self._current_timestep = None
+
+        # 6. Decode.
+        if output_type == "latent":
+            frames = latents
+        else:
+            frames = self.decode_latents(latents, output_type)
+        self.maybe_free_model_hooks()
+        return WanPipelineOutput(frames=frames) if return_dict else (frames,)
+
+    def decode_latents(self, latents: torch.Tensor, output_type: str = "np"):
+        """Normalised latents [B, 16, T', H', W'] -> frames via the VAE (as `WanVACEPipeline` does)."""
+        z_dim = self.vae.config.z_dim
+        latents = latents.to(self.vae.dtype)
+        mean = torch.tensor(self.vae.config.latents_mean).view(1, z_dim, 1, 1, 1).to(latents.device, latents.dtype)
+        std = torch.tensor(self.vae.config.latents_std).view(1, z_dim, 1, 1, 1).to(latents.device, latents.dtype)
+        video = self.vae.decode(latents * std + mean, return_dict=False)[0]
+        return self.video_processor.postprocess_video(video, output_type=output_type)

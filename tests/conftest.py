@@ -1,0 +1,29 @@
+"""Shared fixtures: a tiny random Wan2.1-VACE stack, built offline in code."""
+
+import numpy as np
+import pytest
+
+from pickstyle.testing import build_tiny_components, save_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A diffusers folder of the tiny random Wan2.1-VACE model."""
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-wan-vace")
+
+
+@pytest.fixture
+def tiny_components():
+    """Fresh components of the tiny model (identical weights every time)."""
+    return build_tiny_components()
+
+
+def moving_square_video(num_frames=9, height=32, width=32, seed=0):
+    """uint8 [T, H, W, 3]: a coloured square moving right over a noisy background."""
+    rng = np.random.default_rng(seed)
+    video = (rng.random((num_frames, height, width, 3)) * 60).astype(np.uint8)
+    size = max(4, height // 4)
+    for t in range(num_frames):
+        x = (t * 3) % max(1, width - size)
+        video[t, height // 3 : height // 3 + size, x : x + size] = (230, 60, 40)
+    return video
