@@ -11,11 +11,13 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from . import __version__
 from .errors import PickStyleError
 
+DEFAULT_SKIP = 4  # of 20 steps
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".gif")
 
 
@@ -56,13 +58,20 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `pickstyle stylize: error: ...`, exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pickstyle",
         description="Video-to-video style transfer with context-style adapters on Wan2.1-VACE (PickStyle).",
     )
     parser.add_argument("--version", action="version", version=f"pickstyle {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     s = commands.add_parser(
         "stylize",
@@ -78,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--adapter-scale", type=_finite_float, default=1.0, help="strength of the adapter")
     s.add_argument("--style", help="preset (see `pickstyle styles`): adds '<Style> style. ' to the prompt, sets --skip")
     s.add_argument("--steps", type=_positive_int, default=20, help="sampling steps")
-    s.add_argument("--skip", type=_non_negative_int, default=None, help="start at this step from the noised source (default 4, or the style's)")
+    s.add_argument("--skip", type=_non_negative_int, default=None, help="start at this step from the noised source (default: 4 of 20 steps, or the style's; scaled to --steps)")
     s.add_argument("--text-scale", type=_non_negative_float, default=5.0, help="w_t: style (text) guidance")
     s.add_argument("--context-scale", type=_non_negative_float, default=4.0, help="w_c: content (context) guidance; 0 = off")
     s.add_argument("--guidance", choices=("cs-cfg", "cfg", "none"), default="cs-cfg", help="guidance mode")
@@ -185,7 +194,9 @@ def load_pipeline(model: str, dtype):
     elif model.count("/") != 1 or model.startswith((".", "/", "~")):
         raise PickStyleError(f"{model}: no such model folder")
     try:
-        return PickStylePipeline.from_pretrained(model, torch_dtype={"default": dtype, "vae": torch.float32})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # diffusers renames torch_dtype to dtype
+            return PickStylePipeline.from_pretrained(model, torch_dtype={"default": dtype, "vae": torch.float32})
     except PickStyleError:
         raise
     except Exception as err:  # hub, file and config errors all end here with their first line
@@ -208,7 +219,8 @@ def cmd_stylize(args) -> int:
         prompt = preset.prompt(prompt)
         if skip is None:
             skip = scale_skip(preset.skip_steps, args.steps)
-    skip = 4 if skip is None else skip
+    if skip is None:
+        skip = scale_skip(DEFAULT_SKIP, args.steps)
     if skip >= args.steps:
         raise PickStyleError(f"--skip {skip}: must be less than --steps {args.steps}")
     if not prompt.strip():
@@ -230,6 +242,12 @@ def cmd_stylize(args) -> int:
     if args.offload == "sequential" and device.type == "cpu":
         raise PickStyleError("--offload sequential needs a GPU (--device cuda)")
 
+    if args.quiet:
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()
     pipe = load_pipeline(args.model, dtype)
     multiple = pipe.size_multiple
     if isinstance(size, tuple):
@@ -248,6 +266,12 @@ def cmd_stylize(args) -> int:
     else:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=args.quiet)
+    print(
+        f"stylizing {args.input}: {prompt!r}, {len(frames)} frames at {width}x{height}, {args.steps} steps "
+        f"(skip {skip}), {args.guidance} w_t={args.text_scale:g} w_c={args.context_scale:g}"
+        f"{'' if args.no_apg else ' +APG'}, {args.scheduler} shift {args.shift:g}, seed {args.seed}, {device}",
+        flush=True,
+    )
 
     result = pipe(
         video=frames,

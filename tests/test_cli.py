@@ -1,0 +1,180 @@
+"""The `pickstyle` command line end to end on the tiny model folder, and its bad inputs."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pickstyle.adapters import add_style_adapter, export_authors_format, save_style_adapter
+from pickstyle.cli import main
+from pickstyle.styles import STYLE_PRESETS
+from pickstyle.testing import build_tiny_components
+from pickstyle.video import read_video, write_video
+
+from .conftest import moving_square_video
+
+
+@pytest.fixture(scope="module")
+def source_video(tmp_path_factory):
+    path = tmp_path_factory.mktemp("src") / "clip.mp4"
+    write_video(path, moving_square_video(num_frames=14, height=48, width=80), fps=24)
+    return path
+
+
+def _stylize(model, source, output, *extra):
+    argv = ["stylize", str(source), "-p", "a red square moving", "-o", str(output), "--model", str(model)]
+    argv += ["--size", "80x48", "--steps", "4", "--quiet", *extra]
+    return main(argv)
+
+
+def test_help_and_version_do_not_import_torch():
+    code = "import sys, pickstyle.cli as c; c.build_parser(); assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    out = subprocess.run([sys.executable, "-m", "pickstyle", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().startswith("pickstyle 0.")
+    out = subprocess.run([sys.executable, "-m", "pickstyle", "stylize", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--context-scale" in out.stdout and "--offload" in out.stdout
+
+
+def test_styles_lists_every_preset(capsys):
+    assert main(["styles"]) == 0
+    out = capsys.readouterr().out
+    for key, preset in STYLE_PRESETS.items():
+        line = next(line for line in out.splitlines() if line.startswith(key + " "))
+        assert preset.prefix.strip() in line and line.split()[-1] == str(preset.skip_steps)
+
+
+def test_stylize_end_to_end(tiny_model_dir, source_video, tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    assert _stylize(tiny_model_dir, source_video, out, "--frames", "9") == 0
+    frames, fps = read_video(out)
+    assert frames.shape == (9, 48, 80, 3) and fps == pytest.approx(16)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith(f"wrote {out}: 9 frames, 80x48, 16 fps")
+    # the same seed gives the same video; another seed another one
+    again = tmp_path / "again.mp4"
+    assert _stylize(tiny_model_dir, source_video, again, "--frames", "9") == 0
+    assert np.array_equal(read_video(again)[0], frames)
+    other = tmp_path / "other.mp4"
+    assert _stylize(tiny_model_dir, source_video, other, "--frames", "9", "--seed", "1") == 0
+    assert not np.array_equal(read_video(other)[0], frames)
+
+
+def test_stylize_restores_portrait_odd_aspect_and_writes_gif(tiny_model_dir, tmp_path, capsys):
+    src = tmp_path / "portrait"
+    src.mkdir()
+    from PIL import Image
+
+    for i, frame in enumerate(moving_square_video(num_frames=6, height=47, width=31)):
+        Image.fromarray(frame).save(src / f"{i:03d}.png")
+    out = tmp_path / "out.gif"
+    argv = ["stylize", str(src), "-p", "a red square", "-o", str(out), "--model", str(tiny_model_dir)]
+    assert main(argv + ["--size", "32x48", "--steps", "3", "--quiet", "--fps", "10"]) == 0
+    frames, fps = read_video(out)
+    # 6 frames -> 5 (4k+1); generated at 32x48, restored to 31:47 at height 48 -> 32 wide (even)
+    assert frames.shape == (5, 48, 32, 3) and fps == pytest.approx(10)
+    assert "5 frames at 32x48" in capsys.readouterr().out
+
+
+def test_style_preset_sets_prefix_and_skip(tiny_model_dir, source_video, tmp_path, capsys):
+    assert _stylize(tiny_model_dir, source_video, tmp_path / "o.mp4", "--style", "Pixar", "--frames", "5") == 0
+    out = capsys.readouterr().out
+    # Pixar: skip 6 of 20 -> round(6 * 4 / 20) = 1 of 4 steps
+    assert "'Pixar style. a red square moving'" in out and "4 steps (skip 1)" in out
+    assert _stylize(tiny_model_dir, source_video, tmp_path / "o2.mp4", "--style", "pixar", "--skip", "0", "--frames", "5") == 0
+    assert "(skip 0)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", ["diffusers", "authors"])
+def test_stylize_with_an_adapter(tiny_model_dir, source_video, tmp_path, fmt):
+    transformer = build_tiny_components()["transformer"]
+    add_style_adapter(transformer, rank=4, alpha=4)
+    g = torch.Generator().manual_seed(0)
+    for name, p in transformer.named_parameters():
+        if "lora_B" in name:
+            p.data = 5 * torch.randn(p.shape, generator=g)
+    adapter = (
+        save_style_adapter(transformer, tmp_path / "adapter")
+        if fmt == "diffusers"
+        else export_authors_format(transformer, tmp_path / "lora.pth")
+    )
+    plain, styled = tmp_path / "plain.mp4", tmp_path / "styled.mp4"
+    assert _stylize(tiny_model_dir, source_video, plain, "--frames", "5") == 0
+    assert _stylize(tiny_model_dir, source_video, styled, "--frames", "5", "--adapter", str(adapter)) == 0
+    a, b = read_video(plain)[0].astype(int), read_video(styled)[0].astype(int)
+    assert np.abs(a - b).mean() > 0.3  # the tiny random VAE damps every change
+    off = tmp_path / "off.mp4"  # scale 0: the adapter has no effect
+    assert _stylize(tiny_model_dir, source_video, off, "--frames", "5", "--adapter", str(adapter), "--adapter-scale", "0") == 0
+    assert np.array_equal(read_video(off)[0], read_video(plain)[0])
+
+
+def _wrong_dim_adapter(path):
+    state = {}
+    for i in range(2):
+        for proj in "qkv":
+            state[f"module.vace_blocks.{i}.self_attn.{proj}.lora_A.consistency.weight"] = torch.zeros(4, 48)
+            state[f"module.vace_blocks.{i}.self_attn.{proj}.lora_B.consistency.weight"] = torch.zeros(48, 4)
+    torch.save(state, path)
+    return path
+
+
+def _bad_cases(tmp_path, model, source):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    empty = tmp_path / "empty_frames"
+    empty.mkdir()
+    not_wan = tmp_path / "not_wan"
+    not_wan.mkdir()
+    (not_wan / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline", "transformer": ["diffusers", "FluxTransformer2DModel"]}))
+    adapter = _wrong_dim_adapter(tmp_path / "wrong_dim.pth")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    return {
+        "missing input": ([str(tmp_path / "nope.mp4")], "nope.mp4"),
+        "not a video": ([str(text)], "notes.mp4"),
+        "no frames": ([str(empty)], "empty_frames"),
+        "empty model folder": ([str(source), "--model", str(tmp_path)], "model_index.json"),
+        "not a Wan-VACE model": ([str(source), "--model", str(not_wan)], "FluxTransformer2DModel"),
+        "adapter that does not fit": ([str(source), "--adapter", str(adapter)], "lora_A"),
+        "missing adapter": ([str(source), "--adapter", str(tmp_path / "none.pth")], "none.pth"),
+        "skip >= steps": ([str(source), "--skip", "4"], "--skip 4"),
+        "negative scale": ([str(source), "--text-scale", "-2"], "--text-scale"),
+        "non-finite scale": ([str(source), "--context-scale", "nan"], "--context-scale"),
+        "unknown style": ([str(source), "--style", "cubism"], "cubism"),
+        "bad size": ([str(source), "--size", "big"], "big"),
+        "size not a multiple of 16": ([str(source), "--size", "81x48"], "multiples of 16"),
+        "frames not 4k+1": ([str(source), "--frames", "8"], "--frames 8"),
+        "unwritable output": ([str(source), "-o", str(blocker / "out.mp4")], "a_file"),
+        "output format": ([str(source), "-o", str(tmp_path / "out.avi")], "out.avi"),
+    }
+
+
+def _bad_argv(args, model, out):
+    argv = ["stylize", *args[:1], "-p", "a dog", "--model", str(model), "-o", str(out)]
+    return argv + ["--size", "80x48", "--steps", "4", "--quiet", *args[1:]]
+
+
+def test_bad_inputs_exit_2_with_one_line_and_no_output(tiny_model_dir, source_video, tmp_path, capsys):
+    out = tmp_path / "out" / "result.mp4"
+    for name, (args, named) in _bad_cases(tmp_path, tiny_model_dir, source_video).items():
+        try:
+            code = main(_bad_argv(args, tiny_model_dir, out))
+        except SystemExit as exit:  # argparse's errors
+            code = exit.code
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2, (name, lines)
+        assert len(lines) == 1 and "error" in lines[0] and named in lines[0], (name, lines)
+        assert not out.parent.exists() or not list(out.parent.iterdir()), name
+
+
+@pytest.mark.parametrize("case", ["adapter that does not fit", "negative scale", "not a video"])
+def test_bad_inputs_in_a_real_process_print_no_traceback(tiny_model_dir, source_video, tmp_path, case):
+    args, named = _bad_cases(tmp_path, tiny_model_dir, source_video)[case]
+    out = tmp_path / "result.mp4"
+    proc = subprocess.run([sys.executable, "-m", "pickstyle", *_bad_argv(args, tiny_model_dir, out)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and named in proc.stderr
+    assert not out.exists()
