@@ -8,6 +8,8 @@ from fractions import Fraction
 
 import av
 import numpy as np
+
+import pickstyle.files
 import pytest
 import torch
 from PIL import Image
@@ -519,9 +521,18 @@ def test_write_unwritable_directory_any_user(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(video.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(pickstyle.files.tempfile, "mkstemp", refuse)
     message = assert_error(str(tmp_path), write_video, tmp_path / "out.mp4", np.zeros((1, 8, 8, 3), np.uint8))
-    assert "not writable" in message
+    assert "cannot write there" in message
+
+
+def test_written_files_have_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        out = write_video(tmp_path / "out.mp4", np.zeros((2, 8, 8, 3), np.uint8))
+    finally:
+        os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o644
 
 
 def test_write_temp_file_beside_output_is_removed_on_failure(tmp_path, monkeypatch):

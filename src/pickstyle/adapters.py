@@ -28,7 +28,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import PickStyleError, one_line as _one_line
+from .errors import PickStyleError
+from .errors import one_line as _one_line
+from .files import atomic_output
 
 TARGETS = {
     "vace-qkv": r"vace_blocks\.\d+\.attn1\.(to_q|to_k|to_v)",
@@ -195,20 +197,13 @@ def export_authors_format(transformer, path, adapter_name: str = "pickstyle") ->
         state[f"{prefix}.lora_A.{AUTHORS_ADAPTER_NAME}.weight"] = a.clone().contiguous()
         state[f"{prefix}.lora_B.{AUTHORS_ADAPTER_NAME}.weight"] = b.clone().contiguous()
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         if suffix == ".safetensors":
             from safetensors.torch import save_file
 
-            save_file(state, tmp_name, metadata={"format": "pt"})
+            save_file(state, str(tmp), metadata={"format": "pt"})
         else:
-            torch.save(state, tmp_name)
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+            torch.save(state, str(tmp))
     return path
 
 

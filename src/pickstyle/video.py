@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from .errors import PickStyleError
 from .errors import one_line as _one_line
+from .files import atomic_output
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".gif")
@@ -668,25 +668,9 @@ def write_video(path, frames, fps: float = 16.0) -> Path:
     src = _Frames(frames)
     if path.is_dir():
         raise PickStyleError(f"{path}: is a directory")
-    parent = path.parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise PickStyleError(f"{parent}: cannot create the output directory ({err.strerror or err})") from None
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=ext, dir=parent)
-    except OSError as err:
-        raise PickStyleError(f"{parent}: output directory is not writable ({err.strerror or err})") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        _encode(tmp, fmt, codec, src, rate)
-        os.replace(tmp, path)
-    except BaseException as err:
-        tmp.unlink(missing_ok=True)
-        if isinstance(err, PickStyleError):
-            raise
-        if isinstance(err, _ffmpeg_errors()):
-            raise PickStyleError(f"{path}: encoding failed ({_one_line(err)})") from None
-        raise
+        with atomic_output(path) as tmp:
+            _encode(tmp, fmt, codec, src, rate)
+    except _ffmpeg_errors() as err:
+        raise PickStyleError(f"{path}: encoding failed ({_one_line(err)})") from None
     return path
