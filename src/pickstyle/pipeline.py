@@ -121,13 +121,11 @@ class PickStylePipeline(WanVACEPipeline):
     def _predict(self, latents, t, branches, context_scale, attention_kwargs, batched):
         """Velocity predictions f(x, t; text, context), one per (text, context) in `branches`,
         as separate passes or as one batch; float32, shape of `latents`."""
-        dtype = self.transformer.dtype
-        x = latents.to(dtype)
-        if batched and len(branches) > 1:
-            texts = torch.cat([b[0] for b in branches])
-            contexts = torch.cat([b[1] for b in branches])
-            xs = x.repeat(len(branches), *([1] * (x.ndim - 1)))
-            out = self.transformer(
+        x = latents.to(self.transformer.dtype)
+
+        def forward(texts, contexts):
+            xs = x.expand(texts.shape[0], *x.shape[1:])
+            return self.transformer(
                 hidden_states=xs,
                 timestep=t.expand(xs.shape[0]),
                 encoder_hidden_states=texts,
@@ -135,22 +133,12 @@ class PickStylePipeline(WanVACEPipeline):
                 control_hidden_states_scale=context_scale,
                 attention_kwargs=attention_kwargs,
                 return_dict=False,
-            )[0]
-            return [p.float() for p in out.chunk(len(branches))]
-        preds = []
-        for text, context in branches:
-            preds.append(
-                self.transformer(
-                    hidden_states=x,
-                    timestep=t.expand(x.shape[0]),
-                    encoder_hidden_states=text,
-                    control_hidden_states=context,
-                    control_hidden_states_scale=context_scale,
-                    attention_kwargs=attention_kwargs,
-                    return_dict=False,
-                )[0].float()
-            )
-        return preds
+            )[0].float()
+
+        if batched and len(branches) > 1:
+            out = forward(torch.cat([b[0] for b in branches]), torch.cat([b[1] for b in branches]))
+            return list(out.chunk(len(branches)))
+        return [forward(text, context) for text, context in branches]
 
     @torch.no_grad()
     def __call__(

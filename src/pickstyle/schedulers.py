@@ -19,22 +19,11 @@ def make_scheduler(name: str = DEFAULT_SCHEDULER, shift: float = DEFAULT_SHIFT, 
 
     if not shift > 0:
         raise PickStyleError(f"--shift {shift}: must be a positive number")
+    flow = dict(num_train_timesteps=num_train_timesteps, prediction_type="flow_prediction", use_flow_sigmas=True)
     if name == "dpm++":
-        return DPMSolverMultistepScheduler(
-            num_train_timesteps=num_train_timesteps,
-            prediction_type="flow_prediction",
-            use_flow_sigmas=True,
-            flow_shift=shift,
-            algorithm_type="dpmsolver++",
-            solver_order=2,
-        )
+        return DPMSolverMultistepScheduler(**flow, flow_shift=shift, algorithm_type="dpmsolver++", solver_order=2)
     if name == "unipc":
-        return UniPCMultistepScheduler(
-            num_train_timesteps=num_train_timesteps,
-            prediction_type="flow_prediction",
-            use_flow_sigmas=True,
-            flow_shift=shift,
-        )
+        return UniPCMultistepScheduler(**flow, flow_shift=shift)
     if name == "euler":
         return FlowMatchEulerDiscreteScheduler(num_train_timesteps=num_train_timesteps, shift=shift)
     raise PickStyleError(f"--scheduler {name!r}: expected one of {', '.join(SCHEDULERS)}")
