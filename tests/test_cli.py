@@ -178,3 +178,18 @@ def test_bad_inputs_in_a_real_process_print_no_traceback(tiny_model_dir, source_
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and named in proc.stderr
     assert not out.exists()
+
+
+def test_stylize_bf16_with_model_offload_and_other_schedulers(tiny_model_dir, source_video, tmp_path, capsys):
+    for i, extra in enumerate(
+        [
+            ["--dtype", "bf16", "--offload", "model", "--device", "cpu"],
+            ["--scheduler", "unipc", "--shift", "3"],
+            ["--scheduler", "euler", "--guidance", "cfg", "--no-apg", "--null-context", "zero"],
+        ]
+    ):
+        out = tmp_path / f"o{i}.mp4"
+        assert _stylize(tiny_model_dir, source_video, out, "--frames", "5", *extra) == 0
+        frames, _ = read_video(out)
+        assert frames.shape == (5, 48, 80, 3) and frames.std() > 0
+    assert "unipc shift 3" in capsys.readouterr().out
