@@ -11,7 +11,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from . import __version__
@@ -91,6 +90,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_stylize)
 
+    tr = commands.add_parser(
+        "train",
+        help="train a style adapter on image pairs",
+        description="Train a context-style adapter (LoRA on the VACE self-attention) on paired images. "
+        "Settings come from --config (YAML), then from flags; every key is a flag. "
+        "Many GPUs: accelerate launch -m pickstyle train ...",
+    )
+    from .train_config import add_train_arguments
+
+    add_train_arguments(tr)
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=cmd_train)
+
+    c = commands.add_parser(
+        "clips",
+        help="preview the synthetic training clips of a dataset",
+        description="Write a video of sampled training clips (source | style, same camera motion), "
+        "and print what the datasets hold.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    c.add_argument("data", nargs="+", help="dataset folders (v1, v2) or manifests (.jsonl, .csv)")
+    c.add_argument("-o", "--output", required=True, help="preview video (.mp4, .gif, ...)")
+    c.add_argument("-n", "--count", type=_positive_int, default=6, help="clips to show")
+    c.add_argument("--height", type=_positive_int, default=240)
+    c.add_argument("--width", type=_positive_int, default=416)
+    c.add_argument("--frames", type=_positive_int, default=33, help="frames per clip")
+    c.add_argument("--fps", type=_non_negative_float, default=16.0)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--no-motion", action="store_true", help="static clips, as training with --no-motion")
+    c.set_defaults(func=cmd_clips)
+
     st = commands.add_parser("styles", help="list the style presets")
     st.set_defaults(func=cmd_styles)
 
@@ -107,6 +137,36 @@ def cmd_styles(args) -> int:
     print(f"{'style':<12} {'prompt prefix':<24} skip (of 20 steps)")
     for key, preset in STYLE_PRESETS.items():
         print(f"{key:<12} {preset.prefix!r:<24} {preset.skip_steps}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .train_config import resolve_config
+
+    config = resolve_config(args)
+    if args.print_config:
+        print(config.to_yaml(), end="")
+        return 0
+    config.check()
+    from .training import train
+
+    adapter = train(config, progress=not args.quiet).adapter
+    print(f"wrote {adapter} (use: pickstyle stylize VIDEO -p PROMPT --adapter {adapter} --model {config.model})")
+    return 0
+
+
+def cmd_clips(args) -> int:
+    from .data import scan_datasets
+    from .preview import preview_clips
+    from .video import write_video
+
+    output = check_output_path(args.output)
+    report = scan_datasets(args.data)
+    print(report.summary())
+    report.raise_if_problems()
+    frames = preview_clips(report.pairs, args.count, args.height, args.width, args.frames, args.seed, not args.no_motion)
+    write_video(output, frames, fps=args.fps)
+    print(f"wrote {output}: {args.count} clips of {args.frames} frames, {frames.shape[2]}x{frames.shape[1]}")
     return 0
 
 
@@ -154,40 +214,6 @@ def resolve_device_dtype(device: str, dtype: str):
     return torch_device, {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
 
 
-def load_pipeline(model: str, dtype):
-    """`PickStylePipeline` from a local diffusers Wan2.1-VACE folder or a hub id; VAE in fp32."""
-    import json
-
-    import torch
-
-    from .pipeline import PickStylePipeline
-
-    path = Path(model)
-    if path.exists():
-        index = path / "model_index.json"
-        if not index.is_file():
-            raise PickStyleError(f"{model}: not a diffusers model folder (no model_index.json)")
-        try:
-            transformer = json.loads(index.read_text()).get("transformer", [None, None])[1]
-        except (json.JSONDecodeError, AttributeError, IndexError, TypeError):
-            raise PickStyleError(f"{index}: not a valid model_index.json") from None
-        if transformer != "WanVACETransformer3DModel":
-            raise PickStyleError(
-                f"{model}: not a Wan-VACE model (its transformer is {transformer!r}, expected WanVACETransformer3DModel)"
-            )
-    elif model.count("/") != 1 or model.startswith((".", "/", "~")):
-        raise PickStyleError(f"{model}: no such model folder")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # diffusers renames torch_dtype to dtype
-            return PickStylePipeline.from_pretrained(model, torch_dtype={"default": dtype, "vae": torch.float32})
-    except PickStyleError:
-        raise
-    except Exception as err:  # hub, file and config errors all end here with their first line
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PickStyleError(f"{model}: could not load the model: {first}") from None
-
-
 def cmd_stylize(args) -> int:
     from .styles import get_style, scale_skip
     from .video import parse_size
@@ -232,6 +258,8 @@ def cmd_stylize(args) -> int:
 
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
+    from .pipeline import load_pipeline
+
     pipe = load_pipeline(args.model, dtype)
     multiple = pipe.size_multiple
     if isinstance(size, tuple):

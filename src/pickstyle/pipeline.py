@@ -8,7 +8,10 @@ classifier-free guidance with a spatio-temporally permuted context as the null (
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -108,6 +111,15 @@ class PickStylePipeline(WanVACEPipeline):
         mask = torch.ones_like(video)
         latents = self.prepare_video_latents(video, mask, [[]], generator, video.device)
         return torch.cat([latents, self.prepare_masks(mask, [[]], generator)], dim=1)
+
+    def encode_latents(self, video: torch.Tensor) -> torch.Tensor:
+        """Normalised VAE latents (the mode, no sampling) of a video [B, 3, T, H, W] in [-1, 1]:
+        float32 [B, z, (T - 1) / 4 + 1, H / 8, W / 8], as the VACE context encodes it."""
+        z = self.vae.encode(video.to(self.vae.dtype)).latent_dist.mode().float()
+        z_dim = self.vae.config.z_dim
+        mean = torch.tensor(self.vae.config.latents_mean, device=z.device).view(1, z_dim, 1, 1, 1)
+        std = torch.tensor(self.vae.config.latents_std, device=z.device).view(1, z_dim, 1, 1, 1)
+        return (z - mean) * (1.0 / std)
 
     def _conditioning_scale(self, conditioning_scale, device, dtype) -> torch.Tensor:
         layers = self.transformer.config.vace_layers
@@ -320,3 +332,31 @@ class PickStylePipeline(WanVACEPipeline):
         std = torch.tensor(self.vae.config.latents_std).view(1, z_dim, 1, 1, 1).to(latents.device, latents.dtype)
         video = self.vae.decode(latents * std + mean, return_dict=False)[0]
         return self.video_processor.postprocess_video(video, output_type=output_type)
+
+
+def load_pipeline(model: str, dtype=torch.bfloat16) -> PickStylePipeline:
+    """`PickStylePipeline` from a local diffusers Wan2.1-VACE folder or a hub id; VAE in fp32."""
+    path = Path(model)
+    if path.exists():
+        index = path / "model_index.json"
+        if not index.is_file():
+            raise PickStyleError(f"{model}: not a diffusers model folder (no model_index.json)")
+        try:
+            transformer = json.loads(index.read_text()).get("transformer", [None, None])[1]
+        except (json.JSONDecodeError, AttributeError, IndexError, TypeError):
+            raise PickStyleError(f"{index}: not a valid model_index.json") from None
+        if transformer != "WanVACETransformer3DModel":
+            raise PickStyleError(
+                f"{model}: not a Wan-VACE model (its transformer is {transformer!r}, expected WanVACETransformer3DModel)"
+            )
+    elif model.count("/") != 1 or model.startswith((".", "/", "~")):
+        raise PickStyleError(f"{model}: no such model folder")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # diffusers renames torch_dtype to dtype
+            return PickStylePipeline.from_pretrained(model, torch_dtype={"default": dtype, "vae": torch.float32})
+    except PickStyleError:
+        raise
+    except Exception as err:  # hub, file and config errors all end here with their first line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PickStyleError(f"{model}: could not load the model: {first}") from None
