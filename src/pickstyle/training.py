@@ -61,7 +61,7 @@ def flow_matching_loss(transformer, x0, context, text, sigma, timestep, weight, 
     x0, noise: [B, 16, T', H', W'] float32; context: [B, 96, T', H', W']; text: [B, L, D];
     sigma, timestep, weight: scalars (tensors).
     """
-    dtype = next(p.dtype for p in transformer.parameters() if not p.requires_grad)
+    dtype = next(p.dtype for name, p in transformer.named_parameters() if "lora_" not in name)  # the base's
     x_t = (1 - sigma) * x0 + sigma * noise
     pred = transformer(
         hidden_states=x_t.to(dtype),
@@ -256,6 +256,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     pipe.vae.to(device).requires_grad_(False)
     transformer = pipe.transformer.to(device)
     transformer.requires_grad_(False)
+    torch.manual_seed(config.seed)  # the adapter's initial A (kaiming uniform) comes from the global generator
     add_style_adapter(transformer, rank=config.rank, alpha=config.alpha, targets=config.targets, adapter_name=ADAPTER_NAME)
     if config.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
