@@ -48,7 +48,7 @@ def _first_last_expected(img, kind, z, m, angle):
         return img, zoomed
     if kind == "zoom_out":
         return zoomed, img
-    mid_top, mid_left = (H - hz) // 2, (W - wz) // 2
+    mid_top = (H - hz) // 2
     if kind == "slide_right":
         return _resize(_crop(img, mid_top, 0, hz, wz)), _resize(_crop(img, mid_top, min(m, W - wz), hz, wz))
     if kind == "slide_left":

@@ -22,15 +22,14 @@ import csv
 import io
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch.utils.data import Dataset
 
 from .errors import PickStyleError, one_line
+from .files import image_files, natural_key
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 MANIFEST_EXTENSIONS = (".jsonl", ".csv")
 REQUIRED_KEYS = ("source", "target", "prompt")
 NOT_A_DATASET = ("not a dataset: expected unity/ + captions.json (v1), <style>/src + <style>/tar "
@@ -86,24 +85,13 @@ class DatasetReport:
 # ---------------------------------------------------------------- helpers
 
 
-def _natural_key(name: str):
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)], name
-
-
 def _visible(p: Path) -> bool:
     return not p.name.startswith((".", "_"))
 
 
-def _images(folder: Path) -> list[Path]:
-    """Image files in `folder` (hidden ones skipped), in natural sorted order."""
-    files = [p for p in folder.iterdir()
-             if p.is_file() and _visible(p) and p.suffix.lower() in IMAGE_EXTENSIONS]
-    return sorted(files, key=lambda p: _natural_key(p.name))
-
-
 def _subfolders(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_dir() and _visible(p)),
-                  key=lambda p: _natural_key(p.name))
+                  key=lambda p: natural_key(p.name))
 
 
 def style_from_prompt(prompt: str) -> str:
@@ -149,7 +137,7 @@ def _load_v1(root: Path, problems: list[str]) -> list[Pair]:
         problems.append(f"{cap_file}: empty (no captions)")
         return []
 
-    sources = _images(root / "unity")
+    sources = image_files(root / "unity")
     if not sources:
         problems.append(f"{root / 'unity'}: no images")
         return []
@@ -171,7 +159,7 @@ def _load_v1(root: Path, problems: list[str]) -> list[Pair]:
         if folder.name == "unity":
             continue
         style = folder.name
-        targets = _images(folder)
+        targets = image_files(folder)
         if len(targets) != len(sources):
             problems.append(f"{folder}: {len(targets)} images but unity/ has {len(sources)} "
                             "(pairs by sorted order need equal counts)")
@@ -187,7 +175,7 @@ def _load_v1(root: Path, problems: list[str]) -> list[Pair]:
 
 def _by_stem(folder: Path, problems: list[str]) -> dict[str, Path]:
     found: dict[str, Path] = {}
-    for p in _images(folder):
+    for p in image_files(folder):
         if p.stem in found:
             problems.append(f"{p}: same stem as {found[p.stem]} (pairs match by file stem)")
         else:

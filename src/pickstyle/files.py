@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,3 +32,21 @@ def atomic_output(path: str | os.PathLike):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def natural_key(name: str):
+    """Sort key that orders numbers by value: 'f2' before 'f10'."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)], name
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files of `folder` in natural order, hidden ones ('.' or '_' first) skipped."""
+    files = [
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith((".", "_")) and p.suffix.lower() in IMAGE_EXTENSIONS
+    ]
+    return sorted(files, key=lambda p: natural_key(p.name))

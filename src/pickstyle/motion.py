@@ -24,30 +24,12 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from pickstyle.errors import PickStyleError
+from .errors import PickStyleError
 
-MOTIONS = (
-    "zoom_in",
-    "zoom_out",
-    "slide_left",
-    "slide_right",
-    "slide_up",
-    "slide_down",
-    "rotate",
-    "static",
-)
+MOTIONS = ("zoom_in", "zoom_out", "slide_left", "slide_right", "slide_up", "slide_down", "rotate", "static")
 
 # Kinds picked uniformly when the clip moves (probability MOVING_PROB); "rotate" is listed twice.
-MOVING_CHOICES = (
-    "zoom_in",
-    "zoom_out",
-    "slide_left",
-    "slide_right",
-    "slide_up",
-    "slide_down",
-    "rotate",
-    "rotate",
-)
+MOVING_CHOICES = (*MOTIONS[:-1], "rotate")
 MOVING_PROB = 0.8
 ZOOM_RANGE = (1.2, 2.0)  # zoom factor z ~ U(1.2, 2.0)
 SHIFT_RANGE = (100, 200)  # max slide m ~ randint[100, 200] pixels (inclusive) at REFERENCE_SIZE

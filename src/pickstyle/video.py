@@ -16,9 +16,8 @@ import numpy as np
 
 from .errors import PickStyleError
 from .errors import one_line as _one_line
-from .files import atomic_output
+from .files import IMAGE_EXTENSIONS, atomic_output, image_files
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".gif")
 SIZE_PRESETS = {"480p": 480 * 832, "720p": 720 * 1280}
 
@@ -244,16 +243,6 @@ def _to_uint8(a: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- reading
-
-
-def _natural_key(name: str):
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)], name
-
-
-def _image_files(folder: Path) -> list[Path]:
-    files = [p for p in folder.iterdir()
-             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS]
-    return sorted(files, key=lambda p: _natural_key(p.name))
 
 
 def _pattern_files(pattern: str) -> list[Path] | None:
@@ -498,7 +487,7 @@ def read_video(path, num_frames=None, *, image_fps: float = 16.0) -> tuple[np.nd
         raise PickStyleError(f"{path!r}: expected a file or folder path")
     p = Path(path)
     if p.is_dir():
-        files = _image_files(p)
+        files = image_files(p)
         if not files:
             raise PickStyleError(f"{p}: the folder has no {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} images")
         return _read_images(files, num_frames, p), float(image_fps)
