@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -268,3 +269,16 @@ def test_two_processes_on_cpu_end_with_identical_adapters(tiny_model_dir, pairs_
     assert sums["[rank 0/2"] == sums["[rank 1/2"]
     assert "processes: 2" in (out / "train.log").read_text()
     assert (out / "adapter" / "pytorch_lora_weights.safetensors").is_file()
+
+
+def test_accelerate_example_configs_parse_and_name_real_block_classes():
+    from accelerate.commands.config.config_args import load_config_from_file
+    from diffusers.models.transformers import transformer_wan, transformer_wan_vace
+
+    root = Path(__file__).parent.parent / "configs"
+    ddp = load_config_from_file(str(root / "accelerate_ddp_8gpu.yaml"))
+    fsdp = load_config_from_file(str(root / "accelerate_fsdp_14b.yaml"))
+    assert ddp.distributed_type.value == "MULTI_GPU" and fsdp.distributed_type.value == "FSDP"
+    for name in fsdp.fsdp_config["fsdp_transformer_layer_cls_to_wrap"].split(","):
+        assert hasattr(transformer_wan, name) or hasattr(transformer_wan_vace, name), name
+    assert fsdp.fsdp_config["fsdp_use_orig_params"] is True

@@ -131,23 +131,25 @@ def lora_module_names(transformer, adapter_name: str | None = None) -> list[str]
     ]
 
 
-def adapter_state_dict(transformer, adapter_name: str = "pickstyle") -> dict[str, torch.Tensor]:
+def adapter_state_dict(transformer, adapter_name: str = "pickstyle", state_dict=None) -> dict[str, torch.Tensor]:
     """The adapter's weights as CPU tensor copies, keys WITHOUT the "transformer." prefix.
 
     Keys look like `vace_blocks.0.attn1.to_q.lora_A.weight` (peft's `get_peft_model_state_dict`);
     `WanVACEPipeline.save_lora_weights(transformer_lora_layers=...)` adds the prefix.
+    `state_dict`: the transformer's full state dict when it must be gathered first (FSDP).
     """
     from peft.utils import get_peft_model_state_dict
 
     _require_adapter(transformer, adapter_name)
-    state = get_peft_model_state_dict(transformer, adapter_name=adapter_name)
+    state = get_peft_model_state_dict(transformer, state_dict=state_dict, adapter_name=adapter_name)
     return {key: value.detach().to("cpu").clone().contiguous() for key, value in state.items()}
 
 
-def save_style_adapter(transformer, directory, adapter_name: str = "pickstyle") -> Path:
+def save_style_adapter(transformer, directory, adapter_name: str = "pickstyle", state_dict=None) -> Path:
     """Write the adapter as a diffusers LoRA folder (pytorch_lora_weights.safetensors + LoraConfig metadata).
 
     The file is written to a temporary name and moved into place; returns the folder.
+    `state_dict`: as for `adapter_state_dict`.
     """
     from diffusers import WanVACEPipeline
 
@@ -156,7 +158,7 @@ def save_style_adapter(transformer, directory, adapter_name: str = "pickstyle") 
     if directory.exists() and not directory.is_dir():
         raise PickStyleError(f"{directory}: exists and is not a folder")
     directory.mkdir(parents=True, exist_ok=True)
-    layers = adapter_state_dict(transformer, adapter_name)
+    layers = adapter_state_dict(transformer, adapter_name, state_dict)
     metadata = json.loads(json.dumps(config.to_dict(), default=_json_default))
 
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-lora-", dir=directory))

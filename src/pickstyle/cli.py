@@ -150,8 +150,10 @@ def cmd_train(args) -> int:
     config.check()
     from .training import train
 
-    adapter = train(config, progress=not args.quiet).adapter
-    print(f"wrote {adapter} (use: pickstyle stylize VIDEO -p PROMPT --adapter {adapter} --model {config.model})")
+    result = train(config, progress=not args.quiet)
+    adapter = result.adapter
+    if result.is_main:
+        print(f"wrote {adapter} (use: pickstyle stylize VIDEO -p PROMPT --adapter {adapter} --model {config.model})")
     return 0
 
 

@@ -41,7 +41,12 @@ def preview_clips(pairs, count: int, height: int, width: int, num_frames: int, s
         source, target = (x.unsqueeze(0) for x in load_image_pair(pair, height, width))
         source_clip, target_clip, m = motion_pair(source, target, generator, num_frames, enabled=motion)
         side = np.concatenate([_to_uint8(source_clip[0]), _to_uint8(target_clip[0])], axis=2)
-        params = "" if m.kind == "static" else f" zoom {m.zoom:.2f} shift {m.shift}px angle {m.angle:.1f}"
+        params = {
+            "static": "",
+            "rotate": f" to {m.angle:.1f} deg",
+            "zoom_in": f" x{m.zoom:.2f}",
+            "zoom_out": f" x{m.zoom:.2f}",
+        }.get(m.kind, f" zoom {m.zoom:.2f}, {m.shift} px")
         lines = [f"{n + 1}/{count} {pair.source.name} | {m.kind}{params}", pair.prompt[: max(20, width // 3)]]
         frames.extend(_label(f, lines) for f in side)
     return np.stack(frames)

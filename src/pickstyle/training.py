@@ -103,9 +103,12 @@ def _checkpoint_dirs(output: Path) -> list[Path]:
     return sorted(p for p in folder.glob("step_*") if p.is_dir() and (p / "state.json").is_file())
 
 
-def save_checkpoint(output: Path, step: int, transformer, optimizer, lr_scheduler, config: TrainConfig, keep: int) -> Path:
+def save_checkpoint(
+    output: Path, step: int, transformer, optimizer, lr_scheduler, config: TrainConfig, keep: int, state_dict=None
+) -> Path:
     """Adapter, optimizer, LR schedule, RNG states and position, written to a temporary folder and
-    renamed into place; keeps the newest `keep` checkpoints (0: all)."""
+    renamed into place; keeps the newest `keep` checkpoints (0: all). `state_dict`: the gathered
+    transformer state (FSDP)."""
     import random
 
     from safetensors.torch import save_file
@@ -116,7 +119,7 @@ def save_checkpoint(output: Path, step: int, transformer, optimizer, lr_schedule
     tmp = output / CHECKPOINTS / f".tmp-step_{step:07d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(adapter_state_dict(transformer, ADAPTER_NAME), str(tmp / "adapter.safetensors"))
+    save_file(adapter_state_dict(transformer, ADAPTER_NAME, state_dict), str(tmp / "adapter.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
     rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
@@ -197,6 +200,7 @@ class TrainResult:
     steps: int  # optimiser steps done in all
     losses: list[tuple[int, float]]  # (step, mean loss over the processes) at each log line
     transformer: torch.nn.Module  # the trained transformer, adapter attached
+    is_main: bool = True  # False on the other processes of a distributed run
 
 
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
@@ -225,6 +229,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     )
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
     device = accelerator.device
+    if accelerator.distributed_type.value == "FSDP" and (config.resume or config.validate_every):
+        raise PickStyleError("resume and validation videos are not supported under FSDP yet: use DDP, or turn them off")
 
     # 1. Data: every pair found and checked before anything heavy loads.
     report = scan_datasets(config.data)
@@ -240,7 +246,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     accelerator.wait_for_everyone()
     _log_setup(output, main)
     LOGGER.info(report.summary().replace("\n", " | "))
-    LOGGER.info("processes: %d, device: %s", world, device)
+    LOGGER.info("processes: %d (%s), device: %s", world, accelerator.distributed_type.value, device)
 
     # 2. Model: text embeddings once, then the text encoder is freed.
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[config.dtype]
@@ -322,8 +328,9 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
                 accelerator.log({"loss": mean_loss, "lr": lr_scheduler.get_last_lr()[0]}, step=done)
             losses = []
         if config.checkpoint_every and done % config.checkpoint_every == 0 and done < total:
+            state = accelerator.get_state_dict(model)  # every process: gathers the shards under FSDP
             if main:
-                save_checkpoint(output, done, transformer, optimizer, lr_scheduler, config, config.keep_checkpoints)
+                save_checkpoint(output, done, transformer, optimizer, lr_scheduler, config, config.keep_checkpoints, state)
             accelerator.wait_for_everyone()
         if config.validate_every and done % config.validate_every == 0:
             if main:
@@ -333,16 +340,17 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 
     # 4. The adapter, in diffusers' LoRA format, with the settings beside it.
     adapter_dir = output / "adapter"
+    state = accelerator.get_state_dict(model)
     if main:
-        save_checkpoint(output, total, transformer, optimizer, lr_scheduler, config, config.keep_checkpoints)
-        save_style_adapter(transformer, adapter_dir, adapter_name=ADAPTER_NAME)
+        save_checkpoint(output, total, transformer, optimizer, lr_scheduler, config, config.keep_checkpoints, state)
+        save_style_adapter(transformer, adapter_dir, adapter_name=ADAPTER_NAME, state_dict=state)
         (adapter_dir / "pickstyle_train.yaml").write_text(config.to_yaml())
         LOGGER.info("wrote %s", adapter_dir)
     checksum = sum(float(p.detach().double().abs().sum()) for p in params)
     print(f"[rank {rank}/{world}] done at step {total}: adapter |w| sum {checksum:.10e}", flush=True)
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return TrainResult(adapter_dir, total, logged, transformer)
+    return TrainResult(adapter_dir, total, logged, transformer, main)
 
 
 def _validation_video(pipe, transformer, config: TrainConfig, embeddings, path: Path) -> None:
