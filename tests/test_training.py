@@ -282,3 +282,10 @@ def test_accelerate_example_configs_parse_and_name_real_block_classes():
     for name in fsdp.fsdp_config["fsdp_transformer_layer_cls_to_wrap"].split(","):
         assert hasattr(transformer_wan, name) or hasattr(transformer_wan_vace, name), name
     assert fsdp.fsdp_config["fsdp_use_orig_params"] is True
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(tiny_model_dir, pairs_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # import fails as if not installed
+    with pytest.raises(PickStyleError, match="pip install tensorboard"):
+        train(_config(tiny_model_dir, pairs_dir, tmp_path / "run", tensorboard=True), progress=False)
+    assert not (tmp_path / "run").exists()
