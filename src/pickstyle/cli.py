@@ -121,6 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-motion", action="store_true", help="static clips, as training with --no-motion")
     c.set_defaults(func=cmd_clips)
 
+    e = commands.add_parser(
+        "eval",
+        help="score stylised videos against their source",
+        description="Score one or more stylised videos against the source: temporal consistency, "
+        "flicker, structure and motion kept (no weights needed); CLIP and DINO scores with local "
+        "model folders. See the README for each metric's formula and direction.",
+    )
+    e.add_argument("source", help="the source video")
+    e.add_argument("stylised", nargs="+", help="stylised video(s) of that source")
+    e.add_argument("-p", "--prompt", help="the prompt used (for the CLIP text score and the true style)")
+    e.add_argument("--clip", help="local CLIP folder (transformers format), e.g. clip-vit-large-patch14")
+    e.add_argument("--dino", help="local DINOv2 folder (transformers format), e.g. dinov2-base")
+    e.add_argument("--styles", nargs="+", help="style names for CLIP zero-shot R-precision (with --clip and --prompt)")
+    e.add_argument("--json", help="write every score, its direction and the settings here")
+    e.add_argument("--plot", help="write a PNG bar chart comparing the stylised videos here")
+    e.set_defaults(func=cmd_eval)
+
     st = commands.add_parser("styles", help="list the style presets")
     st.set_defaults(func=cmd_styles)
 
@@ -169,6 +186,32 @@ def cmd_clips(args) -> int:
     frames = preview_clips(report.pairs, args.count, args.height, args.width, args.frames, args.seed, not args.no_motion)
     write_video(output, frames, fps=args.fps)
     print(f"wrote {output}: {args.count} clips of {args.frames} frames, {frames.shape[2]}x{frames.shape[1]}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .metrics import evaluate
+    from .report import format_table, plot_results, write_json
+
+    for option, suffix in (("json", ".json"), ("plot", ".png")):
+        value = getattr(args, option)
+        if value and not value.lower().endswith(suffix):
+            raise PickStyleError(f"--{option} {value}: must end in {suffix}")
+    if args.styles and not (args.clip and args.prompt):
+        raise PickStyleError("--styles needs --clip and --prompt (the prompt names the true style)")
+    results = []
+    for stylised in args.stylised:
+        result = evaluate(
+            args.source, stylised, prompt=args.prompt, clip_dir=args.clip, dino_dir=args.dino, styles=args.styles
+        )
+        results.append({"source": args.source, "stylised": stylised, **result})
+        for note in result["notes"]:
+            print(f"{Path(stylised).name}: {note}")
+    print(format_table(results))
+    if args.json:
+        print(f"wrote {write_json(results, args.json)}")
+    if args.plot:
+        print(f"wrote {plot_results(results, args.plot)}")
     return 0
 
 

@@ -1,0 +1,56 @@
+"""Toy styles: deterministic, shape-preserving, far from the source and from each other."""
+
+import numpy as np
+import pytest
+
+from pickstyle.toy import STYLES, style_prompt
+
+from .conftest import moving_square_video
+
+
+def _psnr(a, b):
+    mse = ((a.astype(np.float64) - b) ** 2).mean()
+    return 10 * np.log10(255**2 / max(mse, 1e-12))
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """A colourful frame: gradient sky, stripes, a red square (from the test video) and noise."""
+    frame = moving_square_video(num_frames=1, height=72, width=96, seed=3)[0].astype(np.float32)
+    yy, xx = np.mgrid[0:72, 0:96]
+    frame[..., 1] += 120 * (yy / 72)
+    frame[..., 2] += 100 * ((xx // 12) % 2)
+    return np.clip(frame, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name", list(STYLES))
+def test_style_is_deterministic_and_keeps_the_shape(name, scene):
+    out = STYLES[name](scene)
+    assert out.shape == scene.shape and out.dtype == np.uint8
+    assert np.array_equal(out, STYLES[name](scene.copy()))
+    odd = STYLES[name](scene[:31, :45])
+    assert odd.shape == (31, 45, 3)
+
+
+@pytest.mark.parametrize("name", list(STYLES))
+def test_style_moves_the_picture_far_from_the_source(name, scene):
+    assert _psnr(STYLES[name](scene), scene) < 15.0
+
+
+def test_styles_are_distinct_from_each_other(scene):
+    outs = {name: fn(scene) for name, fn in STYLES.items()}
+    names = list(outs)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert _psnr(outs[a], outs[b]) < 20.0, (a, b)
+
+
+def test_styles_depend_on_the_content(scene):
+    other = np.ascontiguousarray(scene[:, ::-1])
+    for name, fn in STYLES.items():
+        assert not np.array_equal(fn(scene), fn(other)), name
+
+
+def test_prompt_format():
+    assert style_prompt("night vision", "a red square") == "night vision style. a red square"
+    assert len(STYLES) >= 4
