@@ -54,3 +54,18 @@ def test_styles_depend_on_the_content(scene):
 def test_prompt_format():
     assert style_prompt("night vision", "a red square") == "night vision style. a red square"
     assert len(STYLES) >= 4
+
+
+def test_scene_clips_are_seeded_move_and_are_described():
+    from pickstyle.toy import COLOURS, make_scene_clip
+
+    a, text_a = make_scene_clip(np.random.default_rng(5), 9, 64, 80)
+    b, text_b = make_scene_clip(np.random.default_rng(5), 9, 64, 80)
+    assert a.shape == (9, 64, 80, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and text_a == text_b
+    assert np.abs(a[0].astype(int) - a[-1]).mean() > 1  # objects move, the camera pans
+    assert any(c in text_a for c in COLOURS) and "moving" in text_a
+    still, text = make_scene_clip(np.random.default_rng(5), 3, 64, 80, motion=False)
+    assert np.array_equal(still[0], still[2]) and "moving" not in text
+    c, _ = make_scene_clip(np.random.default_rng(6), 1, 64, 80)
+    assert not np.array_equal(a[:1], c)
