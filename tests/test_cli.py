@@ -1,6 +1,7 @@
 """The `pickstyle` command line end to end on the tiny model folder, and its bad inputs."""
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -193,3 +194,53 @@ def test_stylize_bf16_with_model_offload_and_other_schedulers(tiny_model_dir, so
         frames, _ = read_video(out)
         assert frames.shape == (5, 48, 80, 3) and frames.std() > 0
     assert "unipc shift 3" in capsys.readouterr().out
+
+
+def test_eval_many_outputs_with_models_json_and_plot(tmp_path, capsys):
+    from PIL import Image
+
+    from pickstyle.testing import build_tiny_clip, build_tiny_dino
+
+    src = tmp_path / "src.mp4"
+    video = moving_square_video(num_frames=12, height=48, width=64)
+    write_video(src, video, fps=12)
+    outs = []
+    nine = video[np.round(np.linspace(0, 11, 9)).astype(int)]  # the same times as the source, 9 frames
+    for name, frames in [("same", nine), ("dark", (nine * 0.4).astype(np.uint8)), ("flip", nine[:, ::-1])]:
+        outs.append(tmp_path / f"{name}.mp4")
+        write_video(outs[-1], frames, fps=9)
+    clip, dino = build_tiny_clip(tmp_path / "clip"), build_tiny_dino(tmp_path / "dino")
+    argv = ["eval", str(src), *map(str, outs), "-p", "anime style. a red square", "--clip", str(clip), "--dino", str(dino)]
+    argv += ["--styles", "anime", "pixar", "clay", "--json", str(tmp_path / "s.json"), "--plot", str(tmp_path / "s.png")]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "same.mp4" in text and "flip.mp4" in text and "warp_error" in text and "9 frames" in text
+    results = json.loads((tmp_path / "s.json").read_text())
+    assert [Path(r["stylised"]).name for r in results] == ["same.mp4", "dark.mp4", "flip.mp4"]
+    keys = {"warp_error", "warp_error_source", "flicker", "edge_ssim", "flow_correlation", "clip_score",
+            "clip_consistency", "dino_structure", "r_precision_top1", "r_precision_top2", "r_precision_top3"}  # fmt: skip
+    for r in results:
+        assert keys <= set(r["metrics"]) and r["directions"]["warp_error"] == "lower"
+        assert r["directions"]["edge_ssim"] == "higher"
+    same, dark, flip = (r["metrics"] for r in results)
+    assert same["edge_ssim"] > 0.9 > flip["edge_ssim"] and same["flow_correlation"] > flip["flow_correlation"]
+    assert dark["edge_ssim"] > 0.8  # a brightness change keeps the structure
+    assert same["r_precision_top3"] == 1.0  # three styles: the true one is always in the top 3
+    with Image.open(tmp_path / "s.png") as png:
+        assert png.format == "PNG" and png.size[0] > 300
+
+
+def test_eval_bad_inputs(tmp_path, capsys):
+    src = tmp_path / "src.mp4"
+    write_video(src, moving_square_video(num_frames=5, height=32, width=32))
+    cases = [
+        ([str(src), str(tmp_path / "missing.mp4")], "missing.mp4"),
+        ([str(src), str(src), "--json", str(tmp_path / "s.txt")], "--json"),
+        ([str(src), str(src), "--clip", str(tmp_path / "noclip"), "-p", "anime style. x"], "noclip"),
+        ([str(src), str(src), "--styles", "anime"], "--styles"),
+    ]
+    for args, named in cases:
+        assert main(["eval", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and named in err, err
+    assert not (tmp_path / "s.txt").exists()

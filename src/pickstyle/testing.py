@@ -108,3 +108,51 @@ def save_tiny_model(path: str | os.PathLike, seed: int = 0) -> Path:
     path = Path(path)
     WanVACEPipeline(**build_tiny_components(seed)).save_pretrained(path)
     return path
+
+
+def build_tiny_clip(path: str | os.PathLike, seed: int = 0) -> Path:
+    """Write a tiny random CLIP folder (transformers format) at `path` and return it: CLIPModel
+    (width 32, 2 layers, 2 heads, 32x32 images in 8x8 patches, projection 16), a WordLevel
+    tokenizer trained in code on TOKENIZER_CORPUS (<s> text </s>, at most 32 tokens) and a
+    CLIPImageProcessor of size 32. For tests of the metrics only: its scores mean nothing."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
+
+    path = Path(path)
+    specials = ["<pad>", "<unk>", "<s>", "</s>"]
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(TOKENIZER_CORPUS, trainer=trainers.WordLevelTrainer(vocab_size=100, special_tokens=specials))
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", bos), ("</s>", eos)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>",
+                                        bos_token="<s>", eos_token="</s>", model_max_length=32)
+    config = CLIPConfig(
+        text_config={"vocab_size": max(100, tok.get_vocab_size()), "hidden_size": 32, "intermediate_size": 64,
+                     "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 32,
+                     "pad_token_id": 0, "bos_token_id": bos, "eos_token_id": eos},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
+    return path
+
+
+def build_tiny_dino(path: str | os.PathLike, seed: int = 0) -> Path:
+    """Write a tiny random DINOv2 folder (transformers format) at `path` and return it: Dinov2Model
+    (width 32, 2 layers, 2 heads, 32x32 images in 8x8 patches: 16 patch tokens) and a
+    BitImageProcessor of size 32 with ImageNet normalisation. For tests of the metrics only."""
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    path = Path(path)
+    config = Dinov2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                          image_size=32, patch_size=8)
+    torch.manual_seed(seed)
+    Dinov2Model(config).save_pretrained(path)
+    BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, do_center_crop=True,
+                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(path)
+    return path
