@@ -70,7 +70,7 @@ def train_vae(minutes: float, batch_size: int = 4, lr: float = 1e-3, checkpoint_
         state = json.loads((folder / "state.json").read_text())
         optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     log = (folder / "train.log").open("a")
-    started = last_save = time.time()
+    started = last_save = window = time.time()
     losses = []
     while time.time() - started < minutes * 60:
         x = _batch(state["step"], batch_size)
@@ -85,9 +85,9 @@ def train_vae(minutes: float, batch_size: int = 4, lr: float = 1e-3, checkpoint_
         if state["step"] % 50 == 0:
             psnr = 10 * np.log10(4 / max(((out - x) ** 2).mean().item(), 1e-10))
             log.write(f"step {state['step']} loss {np.mean(losses):.4f} batch PSNR {psnr:.1f} dB "
-                      f"{(time.time() - started) / len(losses):.2f} s/step\n")  # fmt: skip
+                      f"{(time.time() - window) / len(losses):.2f} s/step\n")  # fmt: skip
             log.flush()
-            losses = []
+            losses, window = [], time.time()
         if time.time() - last_save > checkpoint_minutes * 60:
             _save(vae, optimizer, state, folder, time.time() - last_save)
             last_save = time.time()
