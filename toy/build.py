@@ -2,6 +2,7 @@
 
     python toy/build.py vae --minutes 60      # the VAE: reconstruction of toy scenes and their styles
     python toy/build.py vae-ceiling           # its PSNR per style on held-out clips -> toy/work/vae/ceiling.json
+    python toy/build.py base --minutes 60     # the VACE base on plain clips: copy, generate, inpaint
 
 Every stage checkpoints into toy/work/<stage>/ every few minutes and continues from there when run
 again, so a long build can span sessions. Later stages (the VACE base trained with text, then the
@@ -116,12 +117,135 @@ def vae_ceiling(clips: int = 12) -> dict:
     return result
 
 
+TOY_WORDS = [
+    *STYLES, "style", "a", "an", "and", "moving", "under", "blue", "sky", "on", "striped", "wall",
+    "checkerboard", "smooth", "gradient", "mottled", "texture", "red", "orange", "yellow", "green",
+    "purple", "white", "black", "circle", "square", "triangle", "ring", "night", "vision",
+]  # fmt: skip
+BASE_CONFIG = dict(
+    patch_size=(1, 2, 2), num_attention_heads=6, attention_head_dim=32, in_channels=16, out_channels=16,
+    text_dim=64, freq_dim=256, ffn_dim=512, num_layers=6, vace_layers=[0, 2, 4], vace_in_channels=2 * 16 + 16,
+)  # fmt: skip
+TASKS = ("copy", "generate", "inpaint")  # drawn with probabilities 0.4, 0.3, 0.3
+
+
+def _new_base(folder: Path):
+    """A PickStylePipeline of the trained VAE, a fresh transformer, a frozen random umT5 of width
+    64 and a tokenizer trained on the toy vocabulary."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanVACETransformer3DModel
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import T5Tokenizer, UMT5Config, UMT5EncoderModel
+
+    from pickstyle.pipeline import PickStylePipeline
+
+    specials = ["<pad>", "</s>", "<unk>"]
+    trainer = trainers.UnigramTrainer(vocab_size=160, special_tokens=specials, unk_token="<unk>")
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.train_from_iterator([" ".join(TOY_WORDS)] * 8 + TOY_WORDS, trainer=trainer)
+    scores = dict(map(tuple, json.loads(tok.to_str())["model"]["vocab"]))
+    pieces = sorted(((p, float(v)) for p, v in scores.items() if p not in specials), key=lambda x: (-x[1], x[0]))
+    tokenizer = T5Tokenizer(vocab=[(p, 0.0) for p in specials] + pieces, extra_ids=0)
+    torch.manual_seed(1)
+    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), d_model=64, d_kv=16, d_ff=128, num_layers=2,
+                                               num_heads=4, relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1))  # fmt: skip
+    torch.manual_seed(2)
+    transformer = WanVACETransformer3DModel(**BASE_CONFIG)
+    return PickStylePipeline(tokenizer=tokenizer, text_encoder=text_encoder.eval(), vae=_load_vae(WORK / "vae").eval(),
+                             scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), transformer=transformer)  # fmt: skip
+
+
+def _base_example(pipe, seed: int, embed):
+    """One training example for the base: (x0, context, text) of a plain clip under a random task."""
+    rng = np.random.default_rng(seed)
+    frames, description = make_scene_clip(np.random.default_rng(int(rng.integers(HELD_OUT_SEED))), FRAMES, SIZE, SIZE)
+    video = (torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1)[None]
+    task = TASKS[rng.choice(3, p=[0.4, 0.3, 0.3])]
+    mask = torch.ones_like(video)
+    source = video
+    if task == "generate":
+        source = torch.zeros_like(video)
+    elif task == "inpaint":
+        h, w = (int(v) for v in rng.integers(SIZE // 4, SIZE // 2 + 1, 2))
+        top, left = (int(v) for v in rng.integers(0, SIZE - h + 1, 2))
+        mask = torch.zeros_like(video)
+        mask[..., top : top + h, left : left + w] = 1
+        source = video * (1 - mask)
+    with torch.no_grad():
+        context = pipe.prepare_context(source, mask=mask if task == "inpaint" else None)
+        x0 = pipe.encode_latents(video)
+    return x0, context, embed(description), rng
+
+
+def train_base(minutes: float, lr: float = 3e-4, checkpoint_minutes: float = 5.0) -> None:
+    """Train the VACE base from scratch with the rectified-flow objective of `pickstyle train`."""
+    from pickstyle.pipeline import PickStylePipeline
+    from pickstyle.training import flow_grid, flow_matching_loss, loss_weights
+
+    folder = WORK / "base"
+    folder.mkdir(parents=True, exist_ok=True)
+    model_dir = folder / "model"
+    pipe = PickStylePipeline.from_pretrained(model_dir) if (model_dir / "model_index.json").is_file() else _new_base(folder)
+    pipe.set_progress_bar_config(disable=True)
+    transformer = pipe.transformer.train()
+    pipe.text_encoder.requires_grad_(False)
+    pipe.vae.requires_grad_(False)
+    optimizer = torch.optim.AdamW(transformer.parameters(), lr=lr, weight_decay=0.01)
+    state = {"step": 0, "seconds": 0.0}
+    if (folder / "state.json").is_file():
+        state = json.loads((folder / "state.json").read_text())
+        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    cache = {}
+
+    def embed(text):
+        if text not in cache:
+            with torch.no_grad():
+                cache[text] = pipe.encode_prompt(text, do_classifier_free_guidance=False, max_sequence_length=32)[0]
+        return cache[text]
+
+    sigmas, timesteps = flow_grid(3.0)
+    weights = loss_weights(timesteps)
+    log = (folder / "train.log").open("a")
+    started = last_save = window = time.time()
+    losses = []
+    while time.time() - started < minutes * 60:
+        x0, context, text, rng = _base_example(pipe, state["step"], embed)
+        g = torch.Generator().manual_seed(state["step"])
+        i = int(torch.randint(0, 1000, (1,), generator=g))
+        noise = torch.randn(x0.shape, generator=g)
+        loss = flow_matching_loss(transformer, x0, context, text, sigmas[i], timesteps[i], weights[i], noise)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["step"] += 1
+        losses.append(loss.item())
+        if state["step"] % 100 == 0:
+            log.write(f"step {state['step']} loss {np.mean(losses):.4f} {(time.time() - window) / len(losses):.3f} s/step\n")
+            log.flush()
+            losses, window = [], time.time()
+        if time.time() - last_save > checkpoint_minutes * 60:
+            _save_base(pipe, optimizer, state, folder, time.time() - last_save)
+            last_save = time.time()
+    _save_base(pipe, optimizer, state, folder, time.time() - last_save)
+
+
+def _save_base(pipe, optimizer, state, folder: Path, seconds: float) -> None:
+    state["seconds"] += seconds
+    pipe.save_pretrained(folder / "model")
+    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    (folder / "state.json").write_text(json.dumps(state))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("vae", "vae-ceiling"))
+    parser.add_argument("stage", choices=("vae", "vae-ceiling", "base"))
     parser.add_argument("--minutes", type=float, default=60.0, help="wall time to train this call")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    if args.stage == "base":
+        train_base(args.minutes)
+        return
     if args.stage == "vae":
         train_vae(args.minutes)
     print(json.dumps(vae_ceiling()))

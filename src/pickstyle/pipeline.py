@@ -104,11 +104,12 @@ class PickStylePipeline(WanVACEPipeline):
             if value is not None and (not isinstance(value, int) or value < base or value % base):
                 raise PickStyleError(f"{name} {value!r}: must be a positive multiple of {base}")
 
-    def prepare_context(self, video: torch.Tensor, generator=None) -> torch.Tensor:
-        """The VACE context of a source video [1, 3, T, H, W] in [-1, 1], mask all ones:
-        [VAE(zeros) | VAE(video) | mask folded into pixel blocks], [1, 2 z + s^2, T', H', W']
-        (96 channels on Wan)."""
-        mask = torch.ones_like(video)
+    def prepare_context(self, video: torch.Tensor, generator=None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The VACE context of a source video [1, 3, T, H, W] in [-1, 1]:
+        [VAE(video (1 - mask)) | VAE(video mask) | mask folded into pixel blocks],
+        [1, 2 z + s^2, T', H', W'] (96 channels on Wan). Style transfer uses the default mask of
+        ones (regenerate everything); a mask of 0 (keep) and 1 (generate) inpaints."""
+        mask = torch.ones_like(video) if mask is None else mask.to(video)
         latents = self.prepare_video_latents(video, mask, [[]], generator, video.device)
         return torch.cat([latents, self.prepare_masks(mask, [[]], generator)], dim=1)
 
