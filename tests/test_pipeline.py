@@ -238,3 +238,14 @@ def test_accepts_pil_uint8_and_float_tensor_inputs(tiny_components):
     ]
     np.testing.assert_allclose(outs[0], outs[1], atol=1e-6)
     np.testing.assert_allclose(outs[0], outs[2], atol=1e-5)
+
+
+def test_prepare_context_with_an_inpainting_mask(tiny_components):
+    pipe = PickStylePipeline(**tiny_components)
+    video = torch.from_numpy(moving_square_video()).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    torch.testing.assert_close(pipe.prepare_context(video, mask=torch.ones_like(video)), pipe.prepare_context(video))
+    keep = pipe.prepare_context(video, mask=torch.zeros_like(video))  # keep everything: the video is "inactive"
+    full = pipe.prepare_context(video)
+    torch.testing.assert_close(keep[:, :16], full[:, 16:32])
+    torch.testing.assert_close(keep[:, 16:32], full[:, :16])
+    assert keep[:, 32:].abs().sum() == 0 and torch.all(full[:, 32:] == 1)
