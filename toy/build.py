@@ -60,46 +60,61 @@ def _load_vae(folder: Path):
     return vae
 
 
-def train_vae(minutes: float, batch_size: int = 4, lr: float = 1e-3, checkpoint_minutes: float = 5.0) -> None:
-    """Train the VAE for `minutes` of wall time: L1 + MSE of the decoded posterior mean."""
-    folder = WORK / "vae"
-    folder.mkdir(parents=True, exist_ok=True)
-    vae = _load_vae(folder).train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+def _train_loop(folder: Path, params, save_model, step_loss, minutes: float, lr: float, weight_decay: float,
+                log_every: int, checkpoint_minutes: float = 5.0) -> None:  # fmt: skip
+    """The loop every stage shares: AdamW on `params` (gradient clip 1.0) for `minutes` of wall
+    time, resumed from `folder` (state.json, optimizer.pt); `step_loss(step)` returns the loss and
+    a note for the log; a log line every `log_every` steps; `save_model(folder)` with the
+    optimizer every `checkpoint_minutes` and at the end."""
+    params = list(params)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     state = {"step": 0, "seconds": 0.0}
     if (folder / "state.json").is_file():
         state = json.loads((folder / "state.json").read_text())
         optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+
+    def save(seconds: float) -> None:
+        state["seconds"] += seconds
+        save_model(folder)
+        torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+        (folder / "state.json").write_text(json.dumps(state))
+
     log = (folder / "train.log").open("a")
     started = last_save = window = time.time()
     losses = []
     while time.time() - started < minutes * 60:
-        x = _batch(state["step"], batch_size)
-        out = vae.decode(vae.encode(x).latent_dist.mode()).sample
-        loss = (out - x).abs().mean() + ((out - x) ** 2).mean()
+        loss, note = step_loss(state["step"])
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         state["step"] += 1
         losses.append(loss.item())
-        if state["step"] % 50 == 0:
-            psnr = 10 * np.log10(4 / max(((out - x) ** 2).mean().item(), 1e-10))
-            log.write(f"step {state['step']} loss {np.mean(losses):.4f} batch PSNR {psnr:.1f} dB "
-                      f"{(time.time() - window) / len(losses):.2f} s/step\n")  # fmt: skip
+        if state["step"] % log_every == 0:
+            seconds = (time.time() - window) / len(losses)
+            log.write(f"step {state['step']} loss {np.mean(losses):.4f}{note} {seconds:.2f} s/step\n")
             log.flush()
             losses, window = [], time.time()
         if time.time() - last_save > checkpoint_minutes * 60:
-            _save(vae, optimizer, state, folder, time.time() - last_save)
+            save(time.time() - last_save)
             last_save = time.time()
-    _save(vae, optimizer, state, folder, time.time() - last_save)
+    save(time.time() - last_save)
 
 
-def _save(vae, optimizer, state, folder: Path, seconds: float) -> None:
-    state["seconds"] += seconds
-    vae.save_pretrained(folder / "vae")
-    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
-    (folder / "state.json").write_text(json.dumps(state))
+def train_vae(minutes: float, batch_size: int = 4, lr: float = 1e-3) -> None:
+    """Train the VAE for `minutes` of wall time: L1 + MSE of the decoded posterior mean."""
+    folder = WORK / "vae"
+    folder.mkdir(parents=True, exist_ok=True)
+    vae = _load_vae(folder).train()
+
+    def step_loss(step: int):
+        x = _batch(step, batch_size)
+        out = vae.decode(vae.encode(x).latent_dist.mode()).sample
+        mse = ((out - x) ** 2).mean()
+        psnr = 10 * np.log10(4 / max(mse.item(), 1e-10))
+        return (out - x).abs().mean() + mse, f" batch PSNR {psnr:.1f} dB"
+
+    _train_loop(folder, vae.parameters(), lambda f: vae.save_pretrained(f / "vae"), step_loss, minutes, lr, 0.0, 50)
 
 
 @torch.no_grad()
@@ -177,7 +192,7 @@ def _base_example(pipe, seed: int, embed):
     return x0, context, embed(description), rng
 
 
-def train_base(minutes: float, lr: float = 3e-4, checkpoint_minutes: float = 5.0) -> None:
+def train_base(minutes: float, lr: float = 3e-4) -> None:
     """Train the VACE base from scratch with the rectified-flow objective of `pickstyle train`."""
     from pickstyle.pipeline import PickStylePipeline
     from pickstyle.training import flow_grid, flow_matching_loss, loss_weights
@@ -190,11 +205,6 @@ def train_base(minutes: float, lr: float = 3e-4, checkpoint_minutes: float = 5.0
     transformer = pipe.transformer.train()
     pipe.text_encoder.requires_grad_(False)
     pipe.vae.requires_grad_(False)
-    optimizer = torch.optim.AdamW(transformer.parameters(), lr=lr, weight_decay=0.01)
-    state = {"step": 0, "seconds": 0.0}
-    if (folder / "state.json").is_file():
-        state = json.loads((folder / "state.json").read_text())
-        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     cache = {}
 
     def embed(text):
@@ -205,36 +215,16 @@ def train_base(minutes: float, lr: float = 3e-4, checkpoint_minutes: float = 5.0
 
     sigmas, timesteps = flow_grid(3.0)
     weights = loss_weights(timesteps)
-    log = (folder / "train.log").open("a")
-    started = last_save = window = time.time()
-    losses = []
-    while time.time() - started < minutes * 60:
-        x0, context, text, rng = _base_example(pipe, state["step"], embed)
-        g = torch.Generator().manual_seed(state["step"])
+
+    def step_loss(step: int):
+        x0, context, text, _ = _base_example(pipe, step, embed)
+        g = torch.Generator().manual_seed(step)
         i = int(torch.randint(0, 1000, (1,), generator=g))
         noise = torch.randn(x0.shape, generator=g)
-        loss = flow_matching_loss(transformer, x0, context, text, sigmas[i], timesteps[i], weights[i], noise)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        state["step"] += 1
-        losses.append(loss.item())
-        if state["step"] % 100 == 0:
-            log.write(f"step {state['step']} loss {np.mean(losses):.4f} {(time.time() - window) / len(losses):.3f} s/step\n")
-            log.flush()
-            losses, window = [], time.time()
-        if time.time() - last_save > checkpoint_minutes * 60:
-            _save_base(pipe, optimizer, state, folder, time.time() - last_save)
-            last_save = time.time()
-    _save_base(pipe, optimizer, state, folder, time.time() - last_save)
+        return flow_matching_loss(transformer, x0, context, text, sigmas[i], timesteps[i], weights[i], noise), ""
 
-
-def _save_base(pipe, optimizer, state, folder: Path, seconds: float) -> None:
-    state["seconds"] += seconds
-    pipe.save_pretrained(folder / "model")
-    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
-    (folder / "state.json").write_text(json.dumps(state))
+    _train_loop(folder, transformer.parameters(), lambda f: pipe.save_pretrained(f / "model"), step_loss, minutes,
+                lr, 0.01, 100)  # fmt: skip
 
 
 def main() -> None:
