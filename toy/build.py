@@ -63,7 +63,8 @@ def _load_vae(folder: Path):
 def _train_loop(folder: Path, params, save_model, step_loss, minutes: float, lr: float, weight_decay: float,
                 log_every: int, checkpoint_minutes: float = 5.0) -> None:  # fmt: skip
     """The loop every stage shares: AdamW on `params` (gradient clip 1.0) for `minutes` of wall
-    time, resumed from `folder` (state.json, optimizer.pt); `step_loss(step)` returns the loss and
+    time, resumed from `folder` (state.json; optimizer.pt too where present: it stays out of git to
+    keep the repository small, so a fresh clone resumes with new AdamW moments); `step_loss(step)` returns the loss and
     a note for the log; a log line every `log_every` steps; `save_model(folder)` with the
     optimizer every `checkpoint_minutes` and at the end."""
     params = list(params)
@@ -71,6 +72,7 @@ def _train_loop(folder: Path, params, save_model, step_loss, minutes: float, lr:
     state = {"step": 0, "seconds": 0.0}
     if (folder / "state.json").is_file():
         state = json.loads((folder / "state.json").read_text())
+    if (folder / "optimizer.pt").is_file():
         optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
 
     def save(seconds: float) -> None:
@@ -144,7 +146,7 @@ BASE_CONFIG = dict(
 TASKS = ("copy", "generate", "inpaint")  # drawn with probabilities 0.4, 0.3, 0.3
 
 
-def _new_base(folder: Path):
+def _new_base():
     """A PickStylePipeline of the trained VAE, a fresh transformer, a frozen random umT5 of width
     64 and a tokenizer trained on the toy vocabulary."""
     from diffusers import FlowMatchEulerDiscreteScheduler, WanVACETransformer3DModel
@@ -200,7 +202,7 @@ def train_base(minutes: float, lr: float = 3e-4) -> None:
     folder = WORK / "base"
     folder.mkdir(parents=True, exist_ok=True)
     model_dir = folder / "model"
-    pipe = PickStylePipeline.from_pretrained(model_dir) if (model_dir / "model_index.json").is_file() else _new_base(folder)
+    pipe = PickStylePipeline.from_pretrained(model_dir) if (model_dir / "model_index.json").is_file() else _new_base()
     pipe.set_progress_bar_config(disable=True)
     transformer = pipe.transformer.train()
     pipe.text_encoder.requires_grad_(False)
