@@ -20,7 +20,16 @@ from pickstyle.data import load_image, scan_datasets
 from pickstyle.pipeline import load_pipeline
 from pickstyle.preview import preview_clips
 from pickstyle.train_config import TrainConfig
-from pickstyle.training import flow_grid, flow_matching_loss, loss_weights, sample_index, step_generator, train
+from pickstyle.training import (
+    _text_embeddings,
+    encode_clips,
+    flow_grid,
+    flow_matching_loss,
+    loss_weights,
+    sample_index,
+    step_generator,
+    train,
+)
 from pickstyle.video import read_video, write_video
 
 from .conftest import moving_square_video
@@ -52,6 +61,25 @@ def test_flow_matching_loss_is_weighted_mse_of_the_velocity(tiny_components):
     x_t = 0.3 * x0 + 0.7 * noise
     pred = transformer(hidden_states=x_t, timestep=t.expand(1), encoder_hidden_states=text, control_hidden_states=context, return_dict=False)[0]
     assert loss.item() == pytest.approx(1.3 * ((pred - (noise - x0)) ** 2).mean().item(), rel=1e-5)
+
+
+def test_training_encodes_equal_the_pipelines_one_clip_at_a_time(tiny_model_dir):
+    pipe = load_pipeline(str(tiny_model_dir), torch.float32)
+    g = torch.Generator().manual_seed(0)
+    cache = {}
+    for _ in range(2):  # the second call uses the cached black-clip latent and mask
+        source, target = (torch.rand(1, 3, 9, 32, 48, generator=g) * 2 - 1 for _ in range(2))
+        with torch.no_grad():
+            context, x0 = encode_clips(pipe, source, target, cache)
+            torch.testing.assert_close(context, pipe.prepare_context(source).float(), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(x0, pipe.encode_latents(target), atol=1e-5, rtol=1e-5)
+    assert len(cache) == 1
+    prompts = ["a", "sepia style. a red ball bouncing over a field", "anime style. a man boxing"]
+    batched = _text_embeddings(pipe, prompts, 64, "cpu", batch_size=2)
+    for prompt in prompts:
+        one = _text_embeddings(pipe, [prompt], 64, "cpu")[prompt]
+        assert batched[prompt].shape == one.shape
+        torch.testing.assert_close(batched[prompt], one, atol=1e-5, rtol=1e-5)
 
 
 def test_data_order_is_a_seeded_permutation_per_epoch_dealt_to_ranks():

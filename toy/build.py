@@ -172,69 +172,281 @@ def _new_base():
                              scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), transformer=transformer)  # fmt: skip
 
 
-def _base_example(pipe, seed: int, embed):
-    """One training example for the base: (x0, context, text) of a plain clip under a random task."""
-    rng = np.random.default_rng(seed)
-    frames, description = make_scene_clip(np.random.default_rng(int(rng.integers(HELD_OUT_SEED))), FRAMES, SIZE, SIZE)
-    video = (torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1)[None]
-    task = TASKS[rng.choice(3, p=[0.4, 0.3, 0.3])]
-    mask = torch.ones_like(video)
-    source = video
-    if task == "generate":
-        source = torch.zeros_like(video)
-    elif task == "inpaint":
-        h, w = (int(v) for v in rng.integers(SIZE // 4, SIZE // 2 + 1, 2))
-        top, left = (int(v) for v in rng.integers(0, SIZE - h + 1, 2))
-        mask = torch.zeros_like(video)
-        mask[..., top : top + h, left : left + w] = 1
-        source = video * (1 - mask)
+def cache_base_latents(count: int, batch: int = 8) -> None:
+    """Encode `count` plain training clips once into toy/work/base/cache.pt (git-ignored): the clip
+    latents x0, the VACE latents of a random inpainting split (video outside / inside a rectangle
+    covering 1/16 to 1/4 of the frame) with its folded mask, and the caption embeddings.
+    Resumable: more clips are appended to an existing cache."""
+    folder = WORK / "base"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "cache.pt"
+    cache = torch.load(path, weights_only=True) if path.is_file() else {}
+    done = len(cache.get("x0", []))
+    pipe = _base_pipeline(folder)
+    parts = {k: list(v) for k, v in cache.items()} or {k: [] for k in ("x0", "inactive", "reactive", "mask", "text")}
+    started = time.time()
+    for first in range(done, count, batch):
+        seeds = range(first, min(first + batch, count))
+        clips, masks, texts = [], [], []
+        for seed in seeds:
+            rng = np.random.default_rng([seed, 1])
+            frames, description = make_scene_clip(rng, FRAMES, SIZE, SIZE)
+            clips.append(torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1)
+            h, w = (int(v) for v in rng.integers(SIZE // 4, SIZE // 2 + 1, 2))
+            top, left = (int(v) for v in rng.integers(0, SIZE - h + 1, 2))
+            mask = torch.zeros(1, 3, FRAMES, SIZE, SIZE)
+            mask[..., top : top + h, left : left + w] = 1
+            masks.append(mask)
+            texts.append(description)
+        video, mask = torch.stack(clips), torch.cat(masks)
+        with torch.no_grad():
+            parts["x0"] += pipe.encode_latents(video).half().unbind(0)
+            parts["inactive"] += pipe.encode_latents(video * (1 - mask)).half().unbind(0)
+            parts["reactive"] += pipe.encode_latents(video * mask).half().unbind(0)
+            parts["mask"] += [pipe.prepare_masks(m[None], [[]])[0].half() for m in mask]
+            parts["text"] += [_embed(pipe, t)[0].half() for t in texts]
+        print(f"cached {first + len(seeds)}/{count} clips, {time.time() - started:.0f} s", flush=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({k: torch.stack(v) for k, v in parts.items()}, tmp)
+    tmp.replace(path)
+
+
+def _embed(pipe, text: str) -> torch.Tensor:
+    """The frozen text encoder's embedding of one caption: [1, 32, 64]."""
     with torch.no_grad():
-        context = pipe.prepare_context(source, mask=mask if task == "inpaint" else None)
-        x0 = pipe.encode_latents(video)
-    return x0, context, embed(description), rng
+        return pipe.encode_prompt(text, do_classifier_free_guidance=False, max_sequence_length=32)[0]
 
 
-def train_base(minutes: float, lr: float = 3e-4) -> None:
-    """Train the VACE base from scratch with the rectified-flow objective of `pickstyle train`."""
-    from pickstyle.pipeline import PickStylePipeline
+def _base_pipeline(folder: Path):
+    model_dir = folder / "model"
+    if (model_dir / "model_index.json").is_file():
+        from pickstyle.pipeline import PickStylePipeline
+
+        pipe = PickStylePipeline.from_pretrained(model_dir)
+    else:
+        pipe = _new_base()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def base_batch(cache: dict, empty: torch.Tensor, null_text: torch.Tensor, step: int, size: int):
+    """Batch `step` of the base's tasks from the cache: (x0, context, text), float32. Each example
+    is drawn with its task: copy the context (0.4), generate from the caption with an empty context
+    (0.3), inpaint the masked rectangle the caption describes (0.3); its caption is replaced by the
+    empty text `null_text` [L, D] with probability 0.1 (as Wan drops text, so that classifier-free
+    guidance has an unconditional branch). `empty`: the latent of a black clip [16, T', H', W']."""
+    rng = np.random.default_rng([step, 2])
+    idx = rng.integers(len(cache["x0"]), size=size)
+    tasks = rng.choice(3, size=size, p=[0.4, 0.3, 0.3])
+    x0 = cache["x0"][idx].float()
+    ones = torch.ones_like(cache["mask"][0]).float()
+    contexts = []
+    for i, task in zip(idx, tasks):
+        if TASKS[task] == "copy":
+            contexts.append(torch.cat([empty, cache["x0"][i].float(), ones]))
+        elif TASKS[task] == "generate":
+            contexts.append(torch.cat([empty, empty, ones]))
+        else:
+            contexts.append(torch.cat([cache["inactive"][i].float(), cache["reactive"][i].float(), cache["mask"][i].float()]))
+    text = cache["text"][idx].float()
+    text[torch.from_numpy(rng.random(size) < 0.1)] = null_text
+    return x0, torch.stack(contexts), text
+
+
+def train_base(minutes: float, lr: float = 4e-4, batch_size: int = 8) -> None:
+    """Train the VACE base from scratch on the cached clips with the rectified-flow objective of
+    `pickstyle train` (shift 3; one timestep per batch)."""
     from pickstyle.training import flow_grid, flow_matching_loss, loss_weights
 
     folder = WORK / "base"
-    folder.mkdir(parents=True, exist_ok=True)
-    model_dir = folder / "model"
-    pipe = PickStylePipeline.from_pretrained(model_dir) if (model_dir / "model_index.json").is_file() else _new_base()
-    pipe.set_progress_bar_config(disable=True)
+    pipe = _base_pipeline(folder)
+    cache = torch.load(folder / "cache.pt", weights_only=True)
     transformer = pipe.transformer.train()
-    pipe.text_encoder.requires_grad_(False)
-    pipe.vae.requires_grad_(False)
-    cache = {}
-
-    def embed(text):
-        if text not in cache:
-            with torch.no_grad():
-                cache[text] = pipe.encode_prompt(text, do_classifier_free_guidance=False, max_sequence_length=32)[0]
-        return cache[text]
-
+    with torch.no_grad():
+        empty = pipe.encode_latents(torch.zeros(1, 3, FRAMES, SIZE, SIZE))[0]
+    null_text = _embed(pipe, "")[0]
     sigmas, timesteps = flow_grid(3.0)
     weights = loss_weights(timesteps)
 
     def step_loss(step: int):
-        x0, context, text, _ = _base_example(pipe, step, embed)
+        x0, context, text = base_batch(cache, empty, null_text, step, batch_size)
         g = torch.Generator().manual_seed(step)
         i = int(torch.randint(0, 1000, (1,), generator=g))
         noise = torch.randn(x0.shape, generator=g)
         return flow_matching_loss(transformer, x0, context, text, sigmas[i], timesteps[i], weights[i], noise), ""
 
     _train_loop(folder, transformer.parameters(), lambda f: pipe.save_pretrained(f / "model"), step_loss, minutes,
-                lr, 0.01, 100)  # fmt: skip
+                lr, 0.01, 50)  # fmt: skip
+
+
+@torch.no_grad()
+def check_base(clips: int = 4, steps: int = 20) -> dict:
+    """Does the base use its inputs? On held-out clips (20 steps, Euler, seed 0): the copy task's
+    PSNR against the source (guidance none); generation from a caption with an empty context
+    (text CFG scale 5) under the clip's own caption and under another clip's: the mean absolute
+    change of the output in grey levels, and each one's PSNR to the clip the caption describes.
+    Writes toy/work/base/check.json."""
+    from pickstyle.schedulers import make_scheduler
+
+    pipe = _base_pipeline(WORK / "base")
+    pipe.scheduler = make_scheduler("euler", 3.0)
+    scenes = [make_scene_clip(np.random.default_rng(HELD_OUT_SEED + 500 + i), FRAMES, SIZE, SIZE) for i in range(clips)]
+
+    def run(video, prompt, guidance):
+        out = pipe(video=video, prompt=prompt, negative_prompt="", height=SIZE, width=SIZE, num_frames=FRAMES,
+                   num_inference_steps=steps, skip_steps=0, guidance=guidance, text_guidance_scale=5.0,
+                   max_sequence_length=32, generator=torch.Generator().manual_seed(0), apg=False).frames[0]  # fmt: skip
+        return np.clip(np.rint(out * 255), 0, 255)
+
+    def psnr(a, b):
+        return float(10 * np.log10(255**2 / max(np.mean((a - b.astype(np.float64)) ** 2), 1e-10)))
+
+    result = {"copy_psnr": [], "generate_caption_change": [], "generate_psnr_own": [], "generate_psnr_other": []}
+    for i, (frames, caption) in enumerate(scenes):
+        other = scenes[(i + 1) % clips][1]
+        result["copy_psnr"].append(psnr(run(frames, caption, "none"), frames))
+        blank = np.zeros_like(frames)
+        own, swapped = run(blank, caption, "cfg"), run(blank, other, "cfg")
+        result["generate_caption_change"].append(float(np.abs(own - swapped).mean()))
+        result["generate_psnr_own"].append(psnr(own, frames))
+        result["generate_psnr_other"].append(psnr(swapped, frames))
+    summary = {k: round(float(np.mean(v)), 2) for k, v in result.items()}
+    (WORK / "base" / "check.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+PAIR_SCENES = 400  # procedural still scenes for the adapter's pairs (seeds [i, 3] for i < PAIR_SCENES)
+PHOTO_CROPS = 48  # 64x64 crops of matplotlib's sample photo of Grace Hopper (public domain, US Navy)
+
+
+def make_pairs() -> Path:
+    """Write the adapter's training pairs to toy/work/pairs: each procedural still scene and each
+    photo crop with its five styled versions, and manifest.jsonl with the prompts
+    "<style> style. <description>" (crops of the photo: "<style> style.")."""
+    import matplotlib.cbook
+    from PIL import Image
+
+    from pickstyle.toy import style_prompt
+
+    folder = WORK / "pairs"
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    stills = [make_scene_clip(np.random.default_rng([i, 3]), 1, SIZE, SIZE, motion=False) for i in range(PAIR_SCENES)]
+    scenes = [(f"scene{i:04d}", frames[0], text) for i, (frames, text) in enumerate(stills)]
+    photo = np.asarray(Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")).convert("RGB"))
+    rng = np.random.default_rng(4)
+    for i in range(PHOTO_CROPS):
+        side = int(rng.integers(96, 400))
+        top, left = int(rng.integers(0, photo.shape[0] - side)), int(rng.integers(0, photo.shape[1] - side))
+        crop = Image.fromarray(photo[top : top + side, left : left + side]).resize((SIZE, SIZE), Image.BICUBIC)
+        scenes.append((f"photo{i:03d}", np.asarray(crop), None))
+    lines = []
+    for name, image, text in scenes:
+        Image.fromarray(image).save(folder / "images" / f"{name}.png")
+        for style, fn in STYLES.items():
+            target = f"images/{name}_{style.replace(' ', '-')}.png"
+            Image.fromarray(fn(image)).save(folder / target)
+            prompt = style_prompt(style, text) if text else f"{style} style."
+            lines.append(json.dumps({"source": f"images/{name}.png", "target": target, "prompt": prompt, "style": style}))
+    (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return folder / "manifest.jsonl"
+
+
+ADAPTER_VARIANTS = {"pickstyle": [], "no-motion": ["--no-motion"], "main-qkv": ["--targets", "main-qkv"]}
+
+
+def train_adapter(variant: str, steps: int | None = None) -> None:
+    """Train the toy adapter (or an ablation) with `pickstyle train` and toy/adapter.yaml into
+    toy/work/adapters/<variant>; resumes from its latest checkpoint when there is one."""
+    from pickstyle.cli import main as pickstyle
+
+    manifest = WORK / "pairs" / "manifest.jsonl"
+    if not manifest.is_file():
+        make_pairs()
+    output = WORK / "adapters" / variant
+    argv = ["train", "--config", str(Path(__file__).parent / "adapter.yaml"), "--model", str(WORK / "base" / "model"),
+            "--data", str(manifest), "--output", str(output), *ADAPTER_VARIANTS[variant]]  # fmt: skip
+    if steps:
+        argv += ["--max-steps", str(steps)]
+    if (output / "checkpoints").is_dir() and any((output / "checkpoints").iterdir()):
+        argv.append("--resume")
+    if pickstyle(argv):
+        raise SystemExit(f"pickstyle train failed for {variant}")
+
+
+DEMO_SEED, DEMO_FRAMES = 30_000_000, 33  # the bundled demo clip: a held-out scene, 33 frames at 8 fps
+TOY_SETTINGS = {  # `pickstyle stylize` defaults for the toy model (src/pickstyle/assets/pickstyle-tiny/pickstyle.json)
+    "name": "pickstyle-tiny",
+    "description": "a toy stand-in for Wan2.1-VACE trained on two CPU cores (MODEL.md); toy styles only",
+    "styles": list(STYLES), "size": f"{SIZE}x{SIZE}", "frames": FRAMES, "fps": 8.0, "steps": 20, "skip": 4,
+    "text_scale": 5.0, "context_scale": 4.0, "scheduler": "euler", "shift": 3.0, "negative_prompt": "",
+    "max_sequence_length": 32, "adapter": "adapter",
+}  # fmt: skip
+
+
+def _fp16_adapter(folder: Path, target: Path) -> None:
+    """Copy an adapter's LoRA file (diffusers format) as fp16, keeping its metadata."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    source = folder / "pytorch_lora_weights.safetensors"
+    with safe_open(str(source), "pt") as f:
+        metadata = f.metadata()
+        tensors = {k: f.get_tensor(k).half().contiguous() for k in f.keys()}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(target), metadata=metadata)
+
+
+def export(settings: dict | None = None) -> None:
+    """Write the bundled assets under src/pickstyle/assets: the base model in fp16 with the
+    PickStyle adapter and pickstyle.json (pickstyle-tiny/), the ablation adapters (ablations/)
+    and the demo clip (demo.mp4, demo.txt)."""
+    import shutil
+
+    from pickstyle.pipeline import PickStylePipeline
+    from pickstyle.toy import ASSETS, DEMO_CLIP, TOY_MODEL
+    from pickstyle.video import write_video
+
+    if TOY_MODEL.exists():
+        shutil.rmtree(TOY_MODEL)
+    pipe = PickStylePipeline.from_pretrained(WORK / "base" / "model")
+    pipe.to(torch.float16).save_pretrained(TOY_MODEL)
+    adapters = WORK / "adapters"
+    _fp16_adapter(adapters / "pickstyle" / "adapter", TOY_MODEL / "adapter" / "pytorch_lora_weights.safetensors")
+    for variant in ADAPTER_VARIANTS:
+        if variant != "pickstyle" and (adapters / variant / "adapter").is_dir():
+            _fp16_adapter(adapters / variant / "adapter", ASSETS / "ablations" / f"{variant}.safetensors")
+    (TOY_MODEL / "pickstyle.json").write_text(json.dumps(settings or TOY_SETTINGS, indent=1) + "\n")
+    frames, description = make_scene_clip(np.random.default_rng(DEMO_SEED), DEMO_FRAMES, SIZE, SIZE)
+    write_video(DEMO_CLIP, frames, fps=TOY_SETTINGS["fps"])
+    DEMO_CLIP.with_suffix(".txt").write_text(description + "\n")
+    sizes = sum(p.stat().st_size for p in ASSETS.rglob("*") if p.is_file())
+    print(f"wrote {ASSETS}: {sizes / 1e6:.1f} MB")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("vae", "vae-ceiling", "base"))
+    parser.add_argument("stage", choices=("vae", "vae-ceiling", "base-cache", "base", "base-check", "pairs", "adapter", "export"))
+    parser.add_argument("--variant", choices=tuple(ADAPTER_VARIANTS), default="pickstyle", help="adapter: which")
+    parser.add_argument("--steps", type=int, help="adapter: optimiser steps (default: toy/adapter.yaml's)")
     parser.add_argument("--minutes", type=float, default=60.0, help="wall time to train this call")
+    parser.add_argument("--clips", type=int, default=1600, help="base-cache: plain clips to encode")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    if args.stage == "base-check":
+        print(json.dumps(check_base()))
+        return
+    if args.stage == "export":
+        export()
+        return
+    if args.stage == "pairs":
+        print(make_pairs())
+        return
+    if args.stage == "adapter":
+        train_adapter(args.variant, args.steps)
+        return
+    if args.stage == "base-cache":
+        cache_base_latents(args.clips)
+        return
     if args.stage == "base":
         train_base(args.minutes)
         return

@@ -163,17 +163,36 @@ def load_checkpoint(folder: Path, transformer, optimizer, lr_scheduler, config: 
 # ---------------------------------------------------------------------------------- the run
 
 
-def _text_embeddings(pipe, prompts: list[str], max_sequence_length: int, device) -> dict[str, torch.Tensor]:
-    """Each prompt's umT5 embedding, trailing padding trimmed, on the CPU: {prompt: [L, D]}."""
+def _text_embeddings(pipe, prompts: list[str], max_sequence_length: int, device, batch_size: int = 32):
+    """Each prompt's umT5 embedding, trailing padding trimmed, on the CPU: {prompt: [L, D]}.
+    Encoded `batch_size` prompts at a time (each is padded to max_sequence_length on its own, so
+    batching does not change the result)."""
     out = {}
     with torch.no_grad():
-        for prompt in prompts:
-            emb = pipe.encode_prompt(
-                prompt, do_classifier_free_guidance=False, max_sequence_length=max_sequence_length, device=device
-            )[0][0]
-            length = int((emb.abs().sum(-1) > 0).nonzero().max()) + 1 if emb.abs().sum() > 0 else 1
-            out[prompt] = emb[:length].cpu()
+        for first in range(0, len(prompts), batch_size):
+            batch = prompts[first : first + batch_size]
+            embs = pipe.encode_prompt(
+                batch, do_classifier_free_guidance=False, max_sequence_length=max_sequence_length, device=device
+            )[0]
+            for prompt, emb in zip(batch, embs):
+                length = int((emb.abs().sum(-1) > 0).nonzero().max()) + 1 if emb.abs().sum() > 0 else 1
+                out[prompt] = emb[:length].cpu()
     return out
+
+
+def encode_clips(pipe, source_clip: torch.Tensor, target_clip: torch.Tensor, cache: dict):
+    """(context, x0): the VACE context of `source_clip` under a mask of ones, as
+    `pipe.prepare_context` gives it, and the latents of `target_clip`, as `pipe.encode_latents`
+    does; clips [1, 3, T, H, W] in [-1, 1]. Both clips go through the VAE in one batch, and the
+    parts that do not depend on the clip (the latent of a black clip, the folded mask) are
+    computed once per shape and kept in `cache`."""
+    key = tuple(source_clip.shape)
+    if key not in cache:
+        ones = torch.ones_like(source_clip)
+        cache[key] = (pipe.encode_latents(torch.zeros_like(source_clip)), pipe.prepare_masks(ones, [[]]).float())
+    empty, mask = cache[key]
+    reactive, x0 = pipe.encode_latents(torch.cat([source_clip, target_clip])).chunk(2)
+    return torch.cat([empty, reactive, mask], dim=1), x0
 
 
 def _padded(emb: torch.Tensor, length: int, device, dtype) -> torch.Tensor:
@@ -289,6 +308,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     text_length = config.max_sequence_length
     bar = tqdm(total=total, initial=start, disable=not (main and progress), desc="training", unit="step")
     started, losses, logged = time.perf_counter(), [], []
+    clip_cache = {}
 
     # 3. The loop: grad_accum micro-steps of one clip per process make one optimiser step.
     for step in range(start, total):
@@ -300,8 +320,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             source_clip, target_clip, _ = motion_pair(source, target, g, config.frames, enabled=config.motion)
             i = int(torch.randint(0, NUM_TRAIN_TIMESTEPS, (1,), generator=g))
             with torch.no_grad():
-                context = pipe.prepare_context(source_clip)
-                x0 = pipe.encode_latents(target_clip)
+                context, x0 = encode_clips(pipe, source_clip, target_clip, clip_cache)
             noise = torch.randn(x0.shape, generator=g).to(device)
             text = _padded(embeddings[pairs[index].prompt], text_length, device, dtype)
             with accelerator.accumulate(model):
