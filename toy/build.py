@@ -172,11 +172,14 @@ def _new_base():
                              scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), transformer=transformer)  # fmt: skip
 
 
-def cache_base_latents(count: int, batch: int = 8) -> None:
-    """Encode `count` plain training clips once into toy/work/base/cache.pt (git-ignored): the clip
-    latents x0, the VACE latents of a random inpainting split (video outside / inside a rectangle
-    covering 1/16 to 1/4 of the frame) with its folded mask, and the caption embeddings.
-    Resumable: more clips are appended to an existing cache."""
+def cache_base_latents(count: int, styled: int = 0, batch: int = 8) -> None:
+    """Encode `count` plain training clips, then `styled` clips in the toy styles (in turn, captions
+    "<style> style. <description>") once into toy/work/base/cache.pt (git-ignored): the clip latents
+    x0, the VACE latents of a random inpainting split (video outside / inside a rectangle covering
+    1/16 to 1/4 of the frame) with its folded mask, and the caption embeddings. Resumable: more
+    clips are appended to an existing cache."""
+    from pickstyle.toy import style_prompt
+
     folder = WORK / "base"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "cache.pt"
@@ -185,12 +188,17 @@ def cache_base_latents(count: int, batch: int = 8) -> None:
     pipe = _base_pipeline(folder)
     parts = {k: list(v) for k, v in cache.items()} or {k: [] for k in ("x0", "inactive", "reactive", "mask", "text")}
     started = time.time()
-    for first in range(done, count, batch):
-        seeds = range(first, min(first + batch, count))
+    styles = list(STYLES)
+    for first in range(done, count + styled, batch):
+        seeds = range(first, min(first + batch, count + styled))
         clips, masks, texts = [], [], []
         for seed in seeds:
-            rng = np.random.default_rng([seed, 1])
+            rng = np.random.default_rng([seed, 1] if seed < count else [seed - count, 5])
             frames, description = make_scene_clip(rng, FRAMES, SIZE, SIZE)
+            if seed >= count:
+                style = styles[(seed - count) % len(styles)]
+                frames = np.stack([STYLES[style](f) for f in frames])
+                description = style_prompt(style, description)
             clips.append(torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1)
             h, w = (int(v) for v in rng.integers(SIZE // 4, SIZE // 2 + 1, 2))
             top, left = (int(v) for v in rng.integers(0, SIZE - h + 1, 2))
@@ -205,7 +213,7 @@ def cache_base_latents(count: int, batch: int = 8) -> None:
             parts["reactive"] += pipe.encode_latents(video * mask).half().unbind(0)
             parts["mask"] += [pipe.prepare_masks(m[None], [[]])[0].half() for m in mask]
             parts["text"] += [_embed(pipe, t)[0].half() for t in texts]
-        print(f"cached {first + len(seeds)}/{count} clips, {time.time() - started:.0f} s", flush=True)
+        print(f"cached {first + len(seeds)}/{count + styled} clips, {time.time() - started:.0f} s", flush=True)
     tmp = path.with_suffix(".tmp")
     torch.save({k: torch.stack(v) for k, v in parts.items()}, tmp)
     tmp.replace(path)
@@ -284,9 +292,10 @@ def check_base(clips: int = 4, steps: int = 20) -> dict:
     """Does the base use its inputs? On held-out clips (20 steps, Euler, seed 0): the copy task's
     PSNR against the source (guidance none); generation from a caption with an empty context
     (text CFG scale 5) under the clip's own caption and under another clip's: the mean absolute
-    change of the output in grey levels, and each one's PSNR to the clip the caption describes.
-    Writes toy/work/base/check.json."""
+    change of the output in grey levels, and each one's PSNR to the clip the caption describes;
+    and the change between "sketch style. <caption>" and "thermal style. <caption>". Writes toy/work/base/check.json."""
     from pickstyle.schedulers import make_scheduler
+    from pickstyle.toy import style_prompt
 
     pipe = _base_pipeline(WORK / "base")
     pipe.scheduler = make_scheduler("euler", 3.0)
@@ -301,7 +310,8 @@ def check_base(clips: int = 4, steps: int = 20) -> dict:
     def psnr(a, b):
         return float(10 * np.log10(255**2 / max(np.mean((a - b.astype(np.float64)) ** 2), 1e-10)))
 
-    result = {"copy_psnr": [], "generate_caption_change": [], "generate_psnr_own": [], "generate_psnr_other": []}
+    result = {"copy_psnr": [], "generate_caption_change": [], "generate_psnr_own": [], "generate_psnr_other": [],
+              "generate_style_word_change": []}  # fmt: skip
     for i, (frames, caption) in enumerate(scenes):
         other = scenes[(i + 1) % clips][1]
         result["copy_psnr"].append(psnr(run(frames, caption, "none"), frames))
@@ -310,6 +320,8 @@ def check_base(clips: int = 4, steps: int = 20) -> dict:
         result["generate_caption_change"].append(float(np.abs(own - swapped).mean()))
         result["generate_psnr_own"].append(psnr(own, frames))
         result["generate_psnr_other"].append(psnr(swapped, frames))
+        sketch, thermal = (run(blank, style_prompt(s, caption), "cfg") for s in ("sketch", "thermal"))
+        result["generate_style_word_change"].append(float(np.abs(sketch - thermal).mean()))
     summary = {k: round(float(np.mean(v)), 2) for k, v in result.items()}
     (WORK / "base" / "check.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
@@ -373,12 +385,37 @@ def train_adapter(variant: str, steps: int | None = None) -> None:
         raise SystemExit(f"pickstyle train failed for {variant}")
 
 
+TUNE_SEED = HELD_OUT_SEED + 700  # validation clips for choosing the toy model's defaults (not the benchmark's)
+
+
+def tune(clips: int = 2, steps: int = 20) -> list[dict]:
+    """Mean PSNR against the ground truth (all styles, `clips` validation clips) of the trained
+    adapter under a small grid of skip and guidance scales; writes toy/work/tune.json."""
+    from pickstyle.quality import psnr
+    from pickstyle.toy import load_toy_pipeline, style_prompt, toy_stylize
+
+    pipe, _ = load_toy_pipeline(WORK / "base" / "model", adapter=str(WORK / "adapters" / "pickstyle" / "adapter"))
+    scenes = [make_scene_clip(np.random.default_rng(TUNE_SEED + i), FRAMES, SIZE, SIZE) for i in range(clips)]
+    rows = []
+    for skip in (4, 8):
+        for text_scale, context_scale in ((5.0, 4.0), (10.0, 2.0), (15.0, 2.0), (15.0, 4.0), (20.0, 2.0)):
+            settings = dict(TOY_SETTINGS, skip=skip, text_scale=text_scale, context_scale=context_scale, steps=steps)
+            scores = [psnr(toy_stylize(pipe, settings, frames, style_prompt(style, text)), np.stack([fn(f) for f in frames]))
+                      for frames, text in scenes for style, fn in STYLES.items()]  # fmt: skip
+            rows.append({"skip": skip, "text_scale": text_scale, "context_scale": context_scale,
+                         "psnr": round(float(np.mean(scores)), 2), "min_style_psnr": round(float(np.min(
+                             np.mean(np.reshape(scores, (clips, len(STYLES))), axis=0))), 2)})  # fmt: skip
+            print(rows[-1], flush=True)
+    (WORK / "tune.json").write_text(json.dumps(rows, indent=1) + "\n")
+    return rows
+
+
 DEMO_SEED, DEMO_FRAMES = 30_000_000, 33  # the bundled demo clip: a held-out scene, 33 frames at 8 fps
 TOY_SETTINGS = {  # `pickstyle stylize` defaults for the toy model (src/pickstyle/assets/pickstyle-tiny/pickstyle.json)
     "name": "pickstyle-tiny",
     "description": "a toy stand-in for Wan2.1-VACE trained on two CPU cores (MODEL.md); toy styles only",
     "styles": list(STYLES), "size": f"{SIZE}x{SIZE}", "frames": FRAMES, "fps": 8.0, "steps": 20, "skip": 4,
-    "text_scale": 5.0, "context_scale": 4.0, "scheduler": "euler", "shift": 3.0, "negative_prompt": "",
+    "text_scale": 10.0, "context_scale": 2.0, "scheduler": "euler", "shift": 3.0, "negative_prompt": "",
     "max_sequence_length": 32, "adapter": "adapter",
 }  # fmt: skip
 
@@ -425,15 +462,19 @@ def export(settings: dict | None = None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("vae", "vae-ceiling", "base-cache", "base", "base-check", "pairs", "adapter", "export"))
+    parser.add_argument("stage", choices=("vae", "vae-ceiling", "base-cache", "base", "base-check", "pairs", "adapter", "tune", "export"))
     parser.add_argument("--variant", choices=tuple(ADAPTER_VARIANTS), default="pickstyle", help="adapter: which")
     parser.add_argument("--steps", type=int, help="adapter: optimiser steps (default: toy/adapter.yaml's)")
     parser.add_argument("--minutes", type=float, default=60.0, help="wall time to train this call")
-    parser.add_argument("--clips", type=int, default=1600, help="base-cache: plain clips to encode")
+    parser.add_argument("--clips", type=int, default=3000, help="base-cache: plain clips to encode")
+    parser.add_argument("--styled", type=int, default=1500, help="base-cache: clips in the toy styles to encode")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.stage == "base-check":
         print(json.dumps(check_base()))
+        return
+    if args.stage == "tune":
+        tune()
         return
     if args.stage == "export":
         export()
@@ -445,7 +486,7 @@ def main() -> None:
         train_adapter(args.variant, args.steps)
         return
     if args.stage == "base-cache":
-        cache_base_latents(args.clips)
+        cache_base_latents(args.clips, args.styled)
         return
     if args.stage == "base":
         train_base(args.minutes)

@@ -1,4 +1,5 @@
-"""The `pickstyle` command line: `stylize`, `styles`, `make-tiny-model`.
+"""The `pickstyle` command line: `stylize`, `train`, `clips`, `eval`, `demo`, `bench`, `styles`,
+`make-tiny-model`.
 
 Heavy imports (torch, diffusers) happen inside the commands, so `pickstyle --help` is fast.
 Bad input exits with code 2 and one line on stderr; no output file is left behind.
@@ -17,6 +18,10 @@ from . import __version__
 from .errors import PickStyleError
 
 DEFAULT_SKIP = 4  # of 20 steps
+# `pickstyle stylize` defaults (the authors' settings for Wan2.1-VACE) where neither a flag nor the
+# model's pickstyle.json gives a value.
+STYLIZE_DEFAULTS = {"steps": 20, "text_scale": 5.0, "context_scale": 4.0, "size": "480p", "fps": 16.0,
+                    "scheduler": "dpm++", "shift": 16.0, "frames": None, "negative_prompt": None}  # fmt: skip
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".gif")
 
 
@@ -65,24 +70,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("input", help="source video (any format ffmpeg reads) or a folder of frames")
     s.add_argument("-p", "--prompt", required=True, help="'<style> style. <description>', or the description with --style")
     s.add_argument("-o", "--output", required=True, help="output video: .mp4, .mov, .mkv, .webm or .gif")
-    s.add_argument("--model", required=True, help="diffusers Wan2.1-VACE folder (or hub id), e.g. Wan2.1-VACE-14B-diffusers")
-    s.add_argument("--adapter", help="style adapter: diffusers LoRA file/folder or the authors' .pth/.safetensors")
+    s.add_argument("--model", help="diffusers Wan2.1-VACE folder (or hub id), e.g. Wan2.1-VACE-14B-diffusers; default: the bundled toy model pickstyle-tiny (toy styles only)")
+    s.add_argument("--adapter", help="style adapter: diffusers LoRA file/folder or the authors' .pth/.safetensors (default: the model's own, if its pickstyle.json names one)")
+    s.add_argument("--no-adapter", action="store_true", help="run the base model without any style adapter")
     s.add_argument("--adapter-scale", type=_finite_float, default=1.0, help="strength of the adapter")
     s.add_argument("--style", help="preset (see `pickstyle styles`): adds '<Style> style. ' to the prompt, sets --skip")
-    s.add_argument("--steps", type=_positive_int, default=20, help="sampling steps")
+    s.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (default: the model's, else 20)")
     s.add_argument("--skip", type=_non_negative_int, default=None, help="start at this step from the noised source (default: 4 of 20 steps, or the style's; scaled to --steps)")
-    s.add_argument("--text-scale", type=_non_negative_float, default=5.0, help="w_t: style (text) guidance")
-    s.add_argument("--context-scale", type=_non_negative_float, default=4.0, help="w_c: content (context) guidance; 0 = off")
+    s.add_argument("--text-scale", type=_non_negative_float, default=None, help="w_t: style (text) guidance (default: the model's, else 5)")
+    s.add_argument("--context-scale", type=_non_negative_float, default=None, help="w_c: content (context) guidance; 0 = off (default: the model's, else 4)")
     s.add_argument("--guidance", choices=("cs-cfg", "cfg", "none"), default="cs-cfg", help="guidance mode")
     s.add_argument("--null-context", choices=("permute", "zero"), default="permute", help="CS-CFG's null context")
     s.add_argument("--no-apg", action="store_true", help="plain guidance arithmetic instead of APG")
     s.add_argument("--negative-prompt", default=None, help="null text (default: Wan's standard negative prompt)")
     s.add_argument("--seed", type=int, default=2025, help="seed of every random draw")
-    s.add_argument("--size", default="480p", help="480p, 720p (area, aspect kept) or WxH (exact, cropped)")
+    s.add_argument("--size", default=None, help="480p, 720p (area, aspect kept) or WxH (exact, cropped) (default: the model's, else 480p)")
     s.add_argument("--frames", type=_positive_int, default=None, help="frames to generate, 4k+1 (default: up to 81 over the clip)")
-    s.add_argument("--fps", type=_non_negative_float, default=16.0, help="frame rate of the output")
-    s.add_argument("--scheduler", choices=("dpm++", "unipc", "euler"), default="dpm++", help="sampler")
-    s.add_argument("--shift", type=_non_negative_float, default=16.0, help="flow shift of the sampler's sigmas")
+    s.add_argument("--fps", type=_non_negative_float, default=None, help="frame rate of the output (default: the model's, else 16)")
+    s.add_argument("--scheduler", choices=("dpm++", "unipc", "euler"), default=None, help="sampler (default: the model's, else dpm++)")
+    s.add_argument("--shift", type=_non_negative_float, default=None, help="flow shift of the sampler's sigmas (default: the model's, else 16)")
     s.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
     s.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"), default="auto", help="auto: bf16 on GPU, fp32 on CPU")
     s.add_argument("--offload", choices=("none", "model", "sequential"), default="none", help="CPU offload to save GPU memory")
@@ -137,6 +143,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="write every score, its direction and the settings here")
     e.add_argument("--plot", help="write a PNG bar chart comparing the stylised videos here")
     e.set_defaults(func=cmd_eval)
+
+    d = commands.add_parser(
+        "demo",
+        help="stylise the bundled clip into every toy style with the bundled toy model",
+        description="Render the bundled clip in every style of the bundled toy model (pickstyle-tiny) "
+        "and write one labelled side-by-side video: source, then each style. CPU, no download.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d.add_argument("-o", "--output", default="pickstyle-demo.mp4", help="output video")
+    d.add_argument("--styles", nargs="+", help="toy styles to render (default: all)")
+    d.add_argument("--seed", type=int, default=2025, help="seed of every random draw")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func=cmd_demo)
+
+    b = commands.add_parser(
+        "bench",
+        help="benchmarks: `bench quality` scores the toy model against exact ground truth",
+        description="Run a benchmark. quality: the toy model on held-out moving clips, every toy style, "
+        "PSNR/SSIM against the exact stylised frames, warping error and edge structure, with the "
+        "ablation rows of docs/results.md.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    b.add_argument("name", choices=("quality",), help="which benchmark")
+    from .quality import add_quality_arguments
+
+    add_quality_arguments(b)
+    b.set_defaults(func=cmd_bench)
 
     st = commands.add_parser("styles", help="list the style presets")
     st.set_defaults(func=cmd_styles)
@@ -215,6 +248,22 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    output = check_output_path(args.output)
+    path = run_demo(output, styles=args.styles, seed=args.seed, progress=not args.quiet)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .quality import run_quality_benchmark
+
+    run_quality_benchmark(args)
+    return 0
+
+
 def cmd_make_tiny_model(args) -> int:
     from .testing import save_tiny_model
 
@@ -259,6 +308,29 @@ def resolve_device_dtype(device: str, dtype: str):
     return torch_device, {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
 
 
+def resolve_model_settings(args) -> dict:
+    """Fill the stylize options left unset from the model's pickstyle.json, then from
+    STYLIZE_DEFAULTS. Without --model, the bundled toy model (said in one line). Returns the
+    model's settings."""
+    from .pipeline import model_settings
+
+    if args.model is None:
+        from .toy import TOY_MODEL
+
+        if not (TOY_MODEL / "model_index.json").is_file():
+            raise PickStyleError(f"no --model given and the bundled toy model is missing ({TOY_MODEL})")
+        args.model = str(TOY_MODEL)
+        print("no --model: using the bundled toy model pickstyle-tiny (64x64, 9 frames; styles: "
+              f"{', '.join(model_settings(args.model).get('styles', []))}); pass --model for Wan2.1-VACE")  # fmt: skip
+    settings = model_settings(args.model)
+    for key, default in STYLIZE_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, settings.get(key, default))
+    if args.adapter is None:
+        args.adapter = settings.get("adapter")
+    return settings
+
+
 def cmd_stylize(args) -> int:
     from .styles import get_style, scale_skip
     from .video import parse_size
@@ -268,6 +340,7 @@ def cmd_stylize(args) -> int:
     if not Path(args.input).exists():
         raise PickStyleError(f"{args.input}: no such file or folder")
     output = check_output_path(args.output)
+    settings = resolve_model_settings(args)
     prompt, skip = args.prompt, args.skip
     if args.style:
         preset = get_style(args.style)
@@ -275,7 +348,7 @@ def cmd_stylize(args) -> int:
         if skip is None:
             skip = scale_skip(preset.skip_steps, args.steps)
     if skip is None:
-        skip = scale_skip(DEFAULT_SKIP, args.steps)
+        skip = scale_skip(settings.get("skip", DEFAULT_SKIP), args.steps)
     if skip >= args.steps:
         raise PickStyleError(f"--skip {skip}: must be less than --steps {args.steps}")
     if not prompt.strip():
@@ -314,7 +387,7 @@ def cmd_stylize(args) -> int:
     else:
         height, width = fit_size(src_h, src_w, size, multiple)
     pipe.scheduler = make_scheduler(args.scheduler, args.shift)
-    if args.adapter:
+    if args.adapter and not args.no_adapter:
         pipe.load_style_adapter(args.adapter, scale=args.adapter_scale)
     if args.offload == "model":
         pipe.enable_model_cpu_offload(device=device)
@@ -346,6 +419,7 @@ def cmd_stylize(args) -> int:
         apg=not args.no_apg,
         batch_guidance=args.batch_guidance,
         generator=torch.Generator("cpu").manual_seed(args.seed),
+        max_sequence_length=settings.get("max_sequence_length", 512),
     )
     video = restore_aspect(result.frames[0], src_h, src_w)
     write_video(output, video, fps=args.fps)

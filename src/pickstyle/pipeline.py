@@ -29,6 +29,16 @@ WAN_NEGATIVE_PROMPT = (
     "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
 DEFAULT_AREA = 480 * 832
+# A model folder may carry its recommended `pickstyle stylize` settings in this file: a JSON object
+# with any of these keys (the CLI's flag names), used as defaults for that model. "adapter" is a
+# path relative to the folder, loaded unless --adapter or --no-adapter says otherwise; "skip", like
+# a style preset's, is given for 20 steps and scaled to the steps used.
+SETTINGS_FILE = "pickstyle.json"
+SETTING_TYPES = {
+    "size": str, "frames": int, "steps": int, "skip": int, "text_scale": float, "context_scale": float,
+    "scheduler": str, "shift": float, "fps": float, "negative_prompt": str, "adapter": str, "name": str,
+    "styles": list, "description": str, "max_sequence_length": int,
+}  # fmt: skip
 
 
 class PickStylePipeline(WanVACEPipeline):
@@ -361,3 +371,30 @@ def load_pipeline(model: str, dtype=torch.bfloat16) -> PickStylePipeline:
     except Exception as err:  # hub, file and config errors all end here with their first line
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise PickStyleError(f"{model}: could not load the model: {first}") from None
+
+
+def model_settings(model: str) -> dict:
+    """The recommended settings in `model`/pickstyle.json ({} for hub ids and folders without one),
+    checked against `SETTING_TYPES`; "adapter" becomes an absolute path."""
+    path = Path(model) / SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise PickStyleError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(settings, dict):
+        raise PickStyleError(f"{path}: expected a JSON object")
+    for key, value in settings.items():
+        kind = SETTING_TYPES.get(key)
+        if kind is None:
+            raise PickStyleError(f"{path}: unknown key {key!r} (known: {', '.join(SETTING_TYPES)})")
+        ok = isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
+        if isinstance(value, bool) or not ok:
+            raise PickStyleError(f"{path}: {key} = {value!r} is not {'a number' if kind is float else kind.__name__}")
+    if "adapter" in settings:
+        adapter = (path.parent / settings["adapter"]).resolve()
+        if not adapter.exists():
+            raise PickStyleError(f"{path}: adapter {settings['adapter']!r} does not exist in {path.parent}")
+        settings["adapter"] = str(adapter)
+    return settings

@@ -1,0 +1,149 @@
+"""The bundled toy model (pickstyle-tiny): its settings file, `stylize` without --model,
+`pickstyle demo`, and the quality benchmark on one clip and one style."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from pickstyle.cli import main
+from pickstyle.errors import PickStyleError
+from pickstyle.pipeline import SETTINGS_FILE, model_settings
+from pickstyle.quality import ROWS, benchmark_clips, criteria, psnr, run_quality_benchmark, score
+from pickstyle.toy import DEMO_CLIP, STYLES, TOY_MODEL, load_toy_pipeline, style_prompt, toy_stylize
+from pickstyle.video import read_video
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return load_toy_pipeline()
+
+
+def test_bundled_assets_are_small_and_complete():
+    files = [p for p in TOY_MODEL.parent.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 25e6
+    settings = model_settings(str(TOY_MODEL))
+    assert settings["styles"] == list(STYLES) and settings["size"] == "64x64"
+    assert (TOY_MODEL / "adapter" / "pytorch_lora_weights.safetensors").is_file()
+    frames, _ = read_video(DEMO_CLIP)
+    assert frames.shape[1:] == (64, 64, 3) and len(frames) >= 9 and DEMO_CLIP.stat().st_size <= 2e6
+
+
+def test_bundled_model_stylises_to_the_right_shape_deterministically(toy):
+    pipe, settings = toy
+    frames, description = benchmark_clips(1)[0]
+    prompt = style_prompt("sepia", description)
+    out = toy_stylize(pipe, settings, frames, prompt, seed=3, num_inference_steps=4)
+    assert out.shape == frames.shape and out.dtype == np.uint8
+    assert np.array_equal(out, toy_stylize(pipe, settings, frames, prompt, seed=3, num_inference_steps=4))
+    assert not np.array_equal(out, frames)
+
+
+def test_the_adapter_changes_the_output(toy):
+    pipe, settings = toy
+    frames, description = benchmark_clips(1)[0]
+    base, _ = load_toy_pipeline(adapter=None)
+    prompt = style_prompt("thermal", description)
+    with_adapter = toy_stylize(pipe, settings, frames, prompt, num_inference_steps=4)
+    without = toy_stylize(base, settings, frames, prompt, num_inference_steps=4)
+    assert np.abs(with_adapter.astype(int) - without).mean() > 1.0
+
+
+def test_stylize_without_model_uses_the_toy_model_and_its_settings(tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    assert main(["stylize", str(DEMO_CLIP), "-p", "blueprint style. shapes", "-o", str(out), "--steps", "3",
+                 "--frames", "9", "--quiet"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "no --model: using the bundled toy model pickstyle-tiny" in printed
+    assert "9 frames at 64x64" in printed and "euler shift 3" in printed
+    frames, fps = read_video(out)
+    assert frames.shape == (9, 64, 64, 3) and fps == pytest.approx(8)
+
+
+def test_model_settings_errors_name_the_file_and_key(tmp_path):
+    assert model_settings(str(tmp_path)) == {}
+    path = tmp_path / SETTINGS_FILE
+    for text, fragment in [
+        ("[1]", "expected a JSON object"),
+        ("{bad", "not valid JSON"),
+        ('{"stepz": 3}', "unknown key 'stepz'"),
+        ('{"steps": "many"}', "steps = 'many' is not int"),
+        ('{"text_scale": true}', "text_scale = True is not a number"),
+        ('{"adapter": "nope"}', "adapter 'nope' does not exist"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(PickStyleError, match=fragment) as err:
+            model_settings(str(tmp_path))
+        assert str(path) in str(err.value)
+    path.write_text('{"steps": 7, "text_scale": 3}')
+    assert model_settings(str(tmp_path)) == {"steps": 7, "text_scale": 3}
+
+
+def test_flags_override_the_model_settings(tiny_model_dir, tmp_path, capsys):
+    (tiny_model_dir / SETTINGS_FILE).write_text(json.dumps({"steps": 3, "size": "32x32", "shift": 2.0, "fps": 5.0}))
+    try:
+        src = DEMO_CLIP
+        out = tmp_path / "a.mp4"
+        assert main(["stylize", str(src), "-p", "x", "-o", str(out), "--model", str(tiny_model_dir), "--frames", "5",
+                     "--quiet", "--shift", "4"]) == 0  # fmt: skip
+        printed = capsys.readouterr().out
+        assert "5 frames at 32x32, 3 steps" in printed and "shift 4" in printed
+        assert read_video(out)[1] == pytest.approx(5)
+    finally:
+        (tiny_model_dir / SETTINGS_FILE).unlink()
+
+
+def test_demo_writes_a_labelled_side_by_side_video(tmp_path, capsys):
+    out = tmp_path / "demo.mp4"
+    assert main(["demo", "-o", str(out), "--styles", "sepia", "--quiet"]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {out}"
+    frames, _ = read_video(out)
+    source, _ = read_video(DEMO_CLIP)
+    assert frames.shape == (len(source), 18 + 3 * 64, 2 * 3 * 64, 3)
+    # the left panel is the source, upscaled 3x; the right one is not
+    left, right = frames[:, 18:, : 3 * 64].astype(int), frames[:, 18:, 3 * 64 :].astype(int)
+    assert np.abs(left - source.repeat(3, 1).repeat(3, 2)).mean() < 6
+    assert np.abs(right - left).mean() > 10
+
+
+def test_demo_rejects_unknown_styles(capsys):
+    assert main(["demo", "--styles", "anime"]) == 2
+    assert "style 'anime': the toy model knows sketch" in capsys.readouterr().err
+
+
+def test_score_and_criteria_on_constructed_videos():
+    frames, _ = benchmark_clips(1)[0]
+    truths = {name: np.stack([fn(f) for f in frames]) for name, fn in STYLES.items()}
+    perfect = score(truths["sepia"], frames, truths, "sepia")
+    assert perfect["psnr"] == pytest.approx(100.0) and perfect["ssim"] == pytest.approx(1.0)
+    assert perfect["own_style_closest"] == 1.0
+    assert score(truths["thermal"], frames, truths, "sepia")["own_style_closest"] == 0.0
+    assert psnr(frames, frames.astype(np.int16) + 10) == pytest.approx(20 * np.log10(255 / 10), abs=0.01)
+    floor = {"psnr": 10.0, "warp_error": 0.01, "own_style_closest": 0.0}
+    results = {
+        "source unchanged": {"sepia": floor},
+        "ground truth": {"sepia": {"psnr": 100.0, "warp_error": 0.02, "own_style_closest": 1.0}},
+        "pickstyle": {"sepia": {"psnr": 12.5, "warp_error": 0.031, "own_style_closest": 1.0}},
+    }
+    checks = {what.split(": ")[1]: passed for what, passed, _ in criteria(results, ["sepia"])}
+    assert checks == {"PSNR beats the source by >= 3 dB": False, "closest to its own style's truth": True,
+                      "warping error <= 1.5x the ground truth's": False}  # fmt: skip
+
+
+def test_quality_benchmark_runs_on_one_clip_and_one_style(tmp_path, capsys):
+    args = SimpleNamespace(clips=1, styles=["night vision"], rows=["pickstyle"], steps=4, seed=0,
+                           out=str(tmp_path / "bench"), quiet=True)  # fmt: skip
+    record = run_quality_benchmark(args)
+    assert list(record["results"]) == ["source unchanged", "ground truth", "pickstyle"]
+    assert record["results"]["ground truth"]["night vision"]["psnr"] == pytest.approx(100.0)
+    saved = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert saved["results"] == record["results"] and len(saved["criteria"]) == 3
+    assert (tmp_path / "bench" / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| pickstyle |" in (tmp_path / "bench" / "results.md").read_text()
+    assert {r.name for r in ROWS} >= {"plain cfg", "zero null context", "static-clip adapter", "main-block adapter"}
+
+
+def test_bench_rejects_unknown_rows(capsys):
+    assert main(["bench", "quality", "--rows", "best"]) == 2
+    assert "--rows 'best': not a row" in capsys.readouterr().err
