@@ -226,11 +226,19 @@ def _embed(pipe, text: str) -> torch.Tensor:
 
 
 def _base_pipeline(folder: Path):
+    """The base being trained: toy/work/base/model (git-ignored); in a fresh clone, where only the
+    stage's state.json is committed, the bundled fp16 copy of those weights (upcast to fp32);
+    else a new base."""
     model_dir = folder / "model"
+    if not (model_dir / "model_index.json").is_file() and (folder / "state.json").is_file():
+        from pickstyle.toy import TOY_MODEL
+
+        print(f"{model_dir} is missing: continuing from the bundled fp16 weights in {TOY_MODEL}", flush=True)
+        model_dir = TOY_MODEL
     if (model_dir / "model_index.json").is_file():
         from pickstyle.pipeline import PickStylePipeline
 
-        pipe = PickStylePipeline.from_pretrained(model_dir)
+        pipe = PickStylePipeline.from_pretrained(model_dir, torch_dtype=torch.float32)
     else:
         pipe = _new_base()
     pipe.set_progress_bar_config(disable=True)
