@@ -302,21 +302,17 @@ def check_base(clips: int = 4, steps: int = 20) -> dict:
     (text CFG scale 5) under the clip's own caption and under another clip's: the mean absolute
     change of the output in grey levels, and each one's PSNR to the clip the caption describes;
     and the change between "sketch style. <caption>" and "thermal style. <caption>". Writes toy/work/base/check.json."""
+    from pickstyle.quality import psnr
     from pickstyle.schedulers import make_scheduler
-    from pickstyle.toy import style_prompt
+    from pickstyle.toy import style_prompt, toy_stylize
 
     pipe = _base_pipeline(WORK / "base")
     pipe.scheduler = make_scheduler("euler", 3.0)
     scenes = [make_scene_clip(np.random.default_rng(HELD_OUT_SEED + 500 + i), FRAMES, SIZE, SIZE) for i in range(clips)]
+    settings = {"steps": steps, "skip": 0, "text_scale": 5.0, "negative_prompt": "", "max_sequence_length": 32}
 
     def run(video, prompt, guidance):
-        out = pipe(video=video, prompt=prompt, negative_prompt="", height=SIZE, width=SIZE, num_frames=FRAMES,
-                   num_inference_steps=steps, skip_steps=0, guidance=guidance, text_guidance_scale=5.0,
-                   max_sequence_length=32, generator=torch.Generator().manual_seed(0), apg=False).frames[0]  # fmt: skip
-        return np.clip(np.rint(out * 255), 0, 255)
-
-    def psnr(a, b):
-        return float(10 * np.log10(255**2 / max(np.mean((a - b.astype(np.float64)) ** 2), 1e-10)))
+        return toy_stylize(pipe, settings, video, prompt, seed=0, guidance=guidance, apg=False).astype(np.float64)
 
     result = {"copy_psnr": [], "generate_caption_change": [], "generate_psnr_own": [], "generate_psnr_other": [],
               "generate_style_word_change": []}  # fmt: skip

@@ -314,15 +314,17 @@ def resolve_model_settings(args) -> dict:
     model's settings."""
     from .pipeline import model_settings
 
-    if args.model is None:
+    bundled = args.model is None
+    if bundled:
         from .toy import TOY_MODEL
 
         if not (TOY_MODEL / "model_index.json").is_file():
             raise PickStyleError(f"no --model given and the bundled toy model is missing ({TOY_MODEL})")
         args.model = str(TOY_MODEL)
-        print("no --model: using the bundled toy model pickstyle-tiny (64x64, 9 frames; styles: "
-              f"{', '.join(model_settings(args.model).get('styles', []))}); pass --model for Wan2.1-VACE")  # fmt: skip
     settings = model_settings(args.model)
+    if bundled:
+        print("no --model: using the bundled toy model pickstyle-tiny (64x64, 9 frames; styles: "
+              f"{', '.join(settings.get('styles', []))}); pass --model for Wan2.1-VACE")  # fmt: skip
     for key, default in STYLIZE_DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, settings.get(key, default))

@@ -106,7 +106,7 @@ def run_rows(rows, styles, clips, steps=None, seed=2025, progress=True, model=No
 
     model = model or TOY_MODEL
     truths = [{name: np.stack([STYLES[name](f) for f in frames]) for name in STYLES} for frames, _ in clips]
-    results, notes, pipes = {}, [], {}
+    results, notes, loaded = {}, [], (object(), None, None)  # (adapter, pipe, settings) in memory
     total = len(rows) * len(styles) * len(clips)
     bar = tqdm(total=total, desc="bench quality", unit="video", disable=not progress)
     for row in rows:
@@ -117,9 +117,8 @@ def run_rows(rows, styles, clips, steps=None, seed=2025, progress=True, model=No
                 notes.append(f"{row.name}: left out, its adapter assets/ablations/{row.adapter}.safetensors is missing")
                 bar.update(len(styles) * len(clips))
                 continue
-        if row.name not in REFERENCE_ROWS and adapter not in pipes:
-            pipes.clear()  # one pipeline at a time: rows come grouped by adapter where it matters
-            pipes[adapter] = load_toy_pipeline(model, adapter=adapter)
+        if row.name not in REFERENCE_ROWS and loaded[0] != adapter:  # rows come grouped by adapter
+            loaded = (adapter, *load_toy_pipeline(model, adapter=adapter))
         results[row.name] = {}
         for style in styles:
             scores = []
@@ -129,7 +128,7 @@ def run_rows(rows, styles, clips, steps=None, seed=2025, progress=True, model=No
                 elif row.name == "ground truth":
                     output = truth[style]
                 else:
-                    pipe, settings = pipes[adapter]
+                    _, pipe, settings = loaded
                     overrides = dict(row.overrides, num_inference_steps=steps or settings.get("steps", 20))
                     if row.skip is not None:
                         overrides["skip_steps"] = scale_skip(row.skip, overrides["num_inference_steps"])

@@ -229,4 +229,4 @@ def toy_stylize(pipe, settings: dict, frames: np.ndarray, prompt: str, seed: int
         video=frames, prompt=prompt, height=frames.shape[1], width=frames.shape[2], num_frames=len(frames),
         generator=torch.Generator().manual_seed(seed), **kwargs,
     ).frames[0]  # fmt: skip
-    return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
+    return _to_uint8(out * 255)
