@@ -132,11 +132,14 @@ def test_score_and_criteria_on_constructed_videos():
 
 
 def test_quality_benchmark_runs_on_one_clip_and_one_style(tmp_path, capsys):
-    args = SimpleNamespace(clips=1, styles=["night vision"], rows=["pickstyle"], steps=4, seed=0,
-                           out=str(tmp_path / "bench"), quiet=True)  # fmt: skip
+    args = SimpleNamespace(clips=1, styles=["night vision"], rows=["pickstyle", "truth through the vae"], steps=4,
+                           seed=0, out=str(tmp_path / "bench"), quiet=True)  # fmt: skip
     record = run_quality_benchmark(args)
-    assert list(record["results"]) == ["source unchanged", "ground truth", "pickstyle"]
+    assert list(record["results"]) == ["source unchanged", "ground truth", "truth through the vae", "pickstyle"]
     assert record["results"]["ground truth"]["night vision"]["psnr"] == pytest.approx(100.0)
+    # the VAE loses detail but keeps the style: far above the source, far below exact
+    via_vae = record["results"]["truth through the vae"]["night vision"]
+    assert 18 < via_vae["psnr"] < 60 and via_vae["own_style_closest"] == 1.0
     saved = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert saved["results"] == record["results"] and len(saved["criteria"]) == 3
     assert (tmp_path / "bench" / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -143,42 +143,92 @@ BASE_CONFIG = dict(
     patch_size=(1, 2, 2), num_attention_heads=6, attention_head_dim=32, in_channels=16, out_channels=16,
     text_dim=64, freq_dim=256, ffn_dim=512, num_layers=6, vace_layers=[0, 2, 4], vace_in_channels=2 * 16 + 16,
 )  # fmt: skip
-TASKS = ("copy", "generate", "inpaint")  # drawn with probabilities 0.4, 0.3, 0.3
+TASKS = {"copy": 0.3, "generate": 0.2, "inpaint": 0.2, "colorize": 0.3}  # task: probability (base steps 3160 on)
+
+
+def toy_tokenizer():
+    """A word-level T5 tokenizer for the toy captions: each word of TOY_WORDS is one piece (log
+    probability -1), anything else falls back to single characters (-8), so that every training
+    prompt, "night vision style. <description>", fits in 32 tokens (at most 25 measured on 500
+    clips). Until base step 2643 the toy used a unigram tokenizer trained in code whose scores
+    were dropped: it split words into letters (65 tokens per prompt on average), so the 32-token
+    captions lost most of their description."""
+    import string
+
+    from transformers import T5Tokenizer
+
+    words = sorted({w for phrase in TOY_WORDS for w in phrase.split()})
+    pieces = [("\u2581" + w, -1.0) for w in words] + [("\u2581", -5.0), (",", -2.0), (".", -2.0)]
+    pieces += [(c, -8.0) for c in string.ascii_letters + string.digits + string.punctuation if c not in ",."]
+    return T5Tokenizer(vocab=[("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), *pieces], extra_ids=0)
+
+
+def _text_encoder(vocab_size: int):
+    """The toy's text encoder: a umT5 of width 64 and 2 layers, random (seed 1) and frozen."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(1)
+    config = UMT5Config(vocab_size=vocab_size, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
+                        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1)  # fmt: skip
+    return UMT5EncoderModel(config).eval()
 
 
 def _new_base():
-    """A PickStylePipeline of the trained VAE, a fresh transformer, a frozen random umT5 of width
-    64 and a tokenizer trained on the toy vocabulary."""
+    """A PickStylePipeline of the trained VAE, a fresh transformer, a frozen random umT5 and the
+    toy's word-level tokenizer."""
     from diffusers import FlowMatchEulerDiscreteScheduler, WanVACETransformer3DModel
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import T5Tokenizer, UMT5Config, UMT5EncoderModel
 
     from pickstyle.pipeline import PickStylePipeline
 
-    specials = ["<pad>", "</s>", "<unk>"]
-    trainer = trainers.UnigramTrainer(vocab_size=160, special_tokens=specials, unk_token="<unk>")
-    tok = Tokenizer(models.Unigram())
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.train_from_iterator([" ".join(TOY_WORDS)] * 8 + TOY_WORDS, trainer=trainer)
-    scores = dict(map(tuple, json.loads(tok.to_str())["model"]["vocab"]))
-    pieces = sorted(((p, float(v)) for p, v in scores.items() if p not in specials), key=lambda x: (-x[1], x[0]))
-    tokenizer = T5Tokenizer(vocab=[(p, 0.0) for p in specials] + pieces, extra_ids=0)
-    torch.manual_seed(1)
-    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), d_model=64, d_kv=16, d_ff=128, num_layers=2,
-                                               num_heads=4, relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1))  # fmt: skip
+    tokenizer = toy_tokenizer()
     torch.manual_seed(2)
     transformer = WanVACETransformer3DModel(**BASE_CONFIG)
-    return PickStylePipeline(tokenizer=tokenizer, text_encoder=text_encoder.eval(), vae=_load_vae(WORK / "vae").eval(),
+    return PickStylePipeline(tokenizer=tokenizer, text_encoder=_text_encoder(len(tokenizer)), vae=_load_vae(WORK / "vae").eval(),
                              scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), transformer=transformer)  # fmt: skip
+
+
+def _base_clip(seed: int, count: int):
+    """The base's training clip `seed` of a cache with `count` plain clips (the styled ones follow,
+    the styles in turn): (uint8 frames [T, H, W, 3], caption, the clip's generator, which then
+    draws its inpainting rectangle)."""
+    from pickstyle.toy import style_prompt
+
+    rng = np.random.default_rng([seed, 1] if seed < count else [seed - count, 5])
+    frames, caption = make_scene_clip(rng, FRAMES, SIZE, SIZE)
+    if seed >= count:
+        style = list(STYLES)[(seed - count) % len(STYLES)]
+        frames = np.stack([STYLES[style](f) for f in frames])
+        caption = style_prompt(style, caption)
+    return frames, caption, rng
+
+
+def retext_base(count: int) -> None:
+    """Give the base being trained the current toy tokenizer, with a new frozen random umT5 for its
+    vocabulary, and re-embed the cached captions with them (the cache holds `count` plain clips):
+    how the build moved to the word-level tokenizer at base step 2643. Cross-attention then
+    relearns the new embeddings as the base trains on."""
+    folder = WORK / "base"
+    pipe = _base_pipeline(folder)
+    pipe.tokenizer = toy_tokenizer()
+    pipe.text_encoder = _text_encoder(len(pipe.tokenizer))
+    path = folder / "cache.pt"
+    cache = torch.load(path, weights_only=True)
+    cache["text"] = torch.cat([_embed(pipe, _base_clip(seed, count)[1]).half() for seed in range(len(cache["x0"]))])
+    pipe.save_pretrained(folder / "model")
+    tmp = path.with_suffix(".tmp")
+    torch.save(cache, tmp)
+    tmp.replace(path)
+    print(f"re-embedded {len(cache['text'])} captions with a {len(pipe.tokenizer)}-piece tokenizer")
 
 
 def cache_base_latents(count: int, styled: int = 0, batch: int = 8) -> None:
     """Encode `count` plain training clips, then `styled` clips in the toy styles (in turn, captions
     "<style> style. <description>") once into toy/work/base/cache.pt (git-ignored): the clip latents
     x0, the VACE latents of a random inpainting split (video outside / inside a rectangle covering
-    1/16 to 1/4 of the frame) with its folded mask, and the caption embeddings. Resumable: more
-    clips are appended to an existing cache."""
-    from pickstyle.toy import style_prompt
+    1/16 to 1/4 of the frame) with its folded mask, the latents of the clip in grey (the control
+    signal of VACE's colourisation task) and the caption embeddings. Resumable: more clips are
+    appended to an existing cache, and a cache from before the grey latents gets them."""
+    from pickstyle.toy import luma
 
     folder = WORK / "base"
     folder.mkdir(parents=True, exist_ok=True)
@@ -186,20 +236,15 @@ def cache_base_latents(count: int, styled: int = 0, batch: int = 8) -> None:
     cache = torch.load(path, weights_only=True) if path.is_file() else {}
     done = len(cache.get("x0", []))
     pipe = _base_pipeline(folder)
-    parts = {k: list(v) for k, v in cache.items()} or {k: [] for k in ("x0", "inactive", "reactive", "mask", "text")}
+    parts = {k: list(cache.get(k, [])) for k in ("x0", "inactive", "reactive", "mask", "text", "gray")}
     started = time.time()
-    styles = list(STYLES)
-    for first in range(done, count + styled, batch):
+    for first in range(len(parts["gray"]), count + styled, batch):
         seeds = range(first, min(first + batch, count + styled))
-        clips, masks, texts = [], [], []
+        clips, grays, masks, texts = [], [], [], []
         for seed in seeds:
-            rng = np.random.default_rng([seed, 1] if seed < count else [seed - count, 5])
-            frames, description = make_scene_clip(rng, FRAMES, SIZE, SIZE)
-            if seed >= count:
-                style = styles[(seed - count) % len(styles)]
-                frames = np.stack([STYLES[style](f) for f in frames])
-                description = style_prompt(style, description)
+            frames, description, rng = _base_clip(seed, count)
             clips.append(torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1)
+            grays.append(torch.from_numpy(luma(frames)).expand(3, -1, -1, -1) / 127.5 - 1)
             h, w = (int(v) for v in rng.integers(SIZE // 4, SIZE // 2 + 1, 2))
             top, left = (int(v) for v in rng.integers(0, SIZE - h + 1, 2))
             mask = torch.zeros(1, 3, FRAMES, SIZE, SIZE)
@@ -208,11 +253,13 @@ def cache_base_latents(count: int, styled: int = 0, batch: int = 8) -> None:
             texts.append(description)
         video, mask = torch.stack(clips), torch.cat(masks)
         with torch.no_grad():
-            parts["x0"] += pipe.encode_latents(video).half().unbind(0)
-            parts["inactive"] += pipe.encode_latents(video * (1 - mask)).half().unbind(0)
-            parts["reactive"] += pipe.encode_latents(video * mask).half().unbind(0)
-            parts["mask"] += [pipe.prepare_masks(m[None], [[]])[0].half() for m in mask]
-            parts["text"] += [_embed(pipe, t)[0].half() for t in texts]
+            parts["gray"] += pipe.encode_latents(torch.stack(grays)).half().unbind(0)
+            if first >= done:
+                parts["x0"] += pipe.encode_latents(video).half().unbind(0)
+                parts["inactive"] += pipe.encode_latents(video * (1 - mask)).half().unbind(0)
+                parts["reactive"] += pipe.encode_latents(video * mask).half().unbind(0)
+                parts["mask"] += [pipe.prepare_masks(m[None], [[]])[0].half() for m in mask]
+                parts["text"] += [_embed(pipe, t)[0].half() for t in texts]
         print(f"cached {first + len(seeds)}/{count + styled} clips, {time.time() - started:.0f} s", flush=True)
     tmp = path.with_suffix(".tmp")
     torch.save({k: torch.stack(v) for k, v in parts.items()}, tmp)
@@ -247,20 +294,24 @@ def _base_pipeline(folder: Path):
 
 def base_batch(cache: dict, empty: torch.Tensor, null_text: torch.Tensor, step: int, size: int):
     """Batch `step` of the base's tasks from the cache: (x0, context, text), float32. Each example
-    is drawn with its task: copy the context (0.4), generate from the caption with an empty context
-    (0.3), inpaint the masked rectangle the caption describes (0.3); its caption is replaced by the
+    is drawn with its task (TASKS): copy the context, generate from the caption with an empty
+    context, inpaint the masked rectangle the caption describes, or colourise the clip in grey as
+    the caption says (VACE's colourisation task: for a styled clip the caption's style word picks
+    the palette; steps 0-3159 drew copy/generate/inpaint with 0.4/0.3/0.3); its caption is replaced by the
     empty text `null_text` [L, D] with probability 0.1 (as Wan drops text, so that classifier-free
     guidance has an unconditional branch). `empty`: the latent of a black clip [16, T', H', W']."""
     rng = np.random.default_rng([step, 2])
     idx = rng.integers(len(cache["x0"]), size=size)
-    tasks = rng.choice(3, size=size, p=[0.4, 0.3, 0.3])
+    tasks = rng.choice(list(TASKS), size=size, p=list(TASKS.values()))
     x0 = cache["x0"][idx].float()
     ones = torch.ones_like(cache["mask"][0]).float()
     contexts = []
     for i, task in zip(idx, tasks):
-        if TASKS[task] == "copy":
+        if task == "copy":
             contexts.append(torch.cat([empty, cache["x0"][i].float(), ones]))
-        elif TASKS[task] == "generate":
+        elif task == "colorize":
+            contexts.append(torch.cat([empty, cache["gray"][i].float(), ones]))
+        elif task == "generate":
             contexts.append(torch.cat([empty, empty, ones]))
         else:
             contexts.append(torch.cat([cache["inactive"][i].float(), cache["reactive"][i].float(), cache["mask"][i].float()]))
@@ -301,10 +352,16 @@ def check_base(clips: int = 4, steps: int = 20) -> dict:
     PSNR against the source (guidance none); generation from a caption with an empty context
     (text CFG scale 5) under the clip's own caption and under another clip's: the mean absolute
     change of the output in grey levels, and each one's PSNR to the clip the caption describes;
-    and the change between "sketch style. <caption>" and "thermal style. <caption>". Writes toy/work/base/check.json."""
+    and the change between "sketch style. <caption>" and "thermal style. <caption>"; colourisation
+    (the context the clip in grey, CFG 5): the PSNR of sketch and thermal clips rebuilt from their
+    grey with their prompt, and the change between colourising the plain clip's grey as sketch and
+    as thermal. Writes toy/work/base/check.json."""
     from pickstyle.quality import psnr
     from pickstyle.schedulers import make_scheduler
-    from pickstyle.toy import style_prompt, toy_stylize
+    from pickstyle.toy import luma, style_prompt, toy_stylize
+
+    def gray(frames):
+        return np.repeat(np.rint(luma(frames))[..., None], 3, -1).astype(np.uint8)
 
     pipe = _base_pipeline(WORK / "base")
     pipe.scheduler = make_scheduler("euler", 3.0)
@@ -315,7 +372,7 @@ def check_base(clips: int = 4, steps: int = 20) -> dict:
         return toy_stylize(pipe, settings, video, prompt, seed=0, guidance=guidance, apg=False).astype(np.float64)
 
     result = {"copy_psnr": [], "generate_caption_change": [], "generate_psnr_own": [], "generate_psnr_other": [],
-              "generate_style_word_change": []}  # fmt: skip
+              "generate_style_word_change": [], "colorize_psnr_own_style": [], "colorize_style_word_change": []}  # fmt: skip
     for i, (frames, caption) in enumerate(scenes):
         other = scenes[(i + 1) % clips][1]
         result["copy_psnr"].append(psnr(run(frames, caption, "none"), frames))
@@ -326,6 +383,11 @@ def check_base(clips: int = 4, steps: int = 20) -> dict:
         result["generate_psnr_other"].append(psnr(swapped, frames))
         sketch, thermal = (run(blank, style_prompt(s, caption), "cfg") for s in ("sketch", "thermal"))
         result["generate_style_word_change"].append(float(np.abs(sketch - thermal).mean()))
+        for style in ("sketch", "thermal"):
+            truth = np.stack([STYLES[style](f) for f in frames])
+            result["colorize_psnr_own_style"].append(psnr(run(gray(truth), style_prompt(style, caption), "cfg"), truth))
+        sketch, thermal = (run(gray(frames), style_prompt(s, caption), "cfg") for s in ("sketch", "thermal"))
+        result["colorize_style_word_change"].append(float(np.abs(sketch - thermal).mean()))
     summary = {k: round(float(np.mean(v)), 2) for k, v in result.items()}
     (WORK / "base" / "check.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
@@ -466,11 +528,11 @@ def export(settings: dict | None = None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("vae", "vae-ceiling", "base-cache", "base", "base-check", "pairs", "adapter", "tune", "export"))
+    parser.add_argument("stage", choices=("vae", "vae-ceiling", "base-cache", "base-retext", "base", "base-check", "pairs", "adapter", "tune", "export"))
     parser.add_argument("--variant", choices=tuple(ADAPTER_VARIANTS), default="pickstyle", help="adapter: which")
     parser.add_argument("--steps", type=int, help="adapter: optimiser steps (default: toy/adapter.yaml's)")
     parser.add_argument("--minutes", type=float, default=60.0, help="wall time to train this call")
-    parser.add_argument("--clips", type=int, default=3000, help="base-cache: plain clips to encode")
+    parser.add_argument("--clips", type=int, default=3000, help="base-cache, base-retext: plain clips (to encode, in the cache)")
     parser.add_argument("--styled", type=int, default=1500, help="base-cache: clips in the toy styles to encode")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -491,6 +553,9 @@ def main() -> None:
         return
     if args.stage == "base-cache":
         cache_base_latents(args.clips, args.styled)
+        return
+    if args.stage == "base-retext":
+        retext_base(args.clips)
         return
     if args.stage == "base":
         train_base(args.minutes)

@@ -1,7 +1,8 @@
 """The toy model's quality benchmark: held-out toy clips with moving objects and a panning camera,
 rendered in each toy style, scored against the exact ground truth style(frame).
 
-Rows: the source unchanged (the floor), the ground truth (the ceiling), PickStyle with the toy
+Rows: the source unchanged (the floor), the ground truth (the ceiling), the ground truth through
+the model's VAE (the ceiling of anything generated in its latent space), PickStyle with the toy
 model's defaults (CS-CFG, permuted null context), and one change at a time: the zero null context,
 plain CFG, no guidance, skip 0 and skip 4, the style words without the scene description, no
 adapter, an adapter trained on static clips and an adapter on the main blocks instead of the
@@ -39,6 +40,7 @@ class Row:
 ROWS = [
     Row("source unchanged", "floor: the source video itself", adapter=None),
     Row("ground truth", "ceiling: style(frame), exact", adapter=None),
+    Row("truth through the vae", "ceiling of any model in this latent space: style(frame) encoded and decoded", adapter=None),
     Row("pickstyle", "CS-CFG, permuted null context, the model's defaults"),
     Row("zero null context", "CS-CFG with the context of a black video as the null", overrides={"null_context": "zero"}),
     Row("plain cfg", "text guidance only (context in both branches)", overrides={"guidance": "cfg"}),
@@ -102,7 +104,7 @@ def run_rows(rows, styles, clips, steps=None, seed=2025, progress=True, model=No
     from tqdm.auto import tqdm
 
     from .styles import scale_skip
-    from .toy import STYLES, TOY_MODEL, load_toy_pipeline, style_prompt, toy_stylize
+    from .toy import STYLES, TOY_MODEL, load_toy_pipeline, style_prompt, toy_stylize, vae_round_trip
 
     model = model or TOY_MODEL
     truths = [{name: np.stack([STYLES[name](f) for f in frames]) for name in STYLES} for frames, _ in clips]
@@ -127,6 +129,8 @@ def run_rows(rows, styles, clips, steps=None, seed=2025, progress=True, model=No
                     output = frames
                 elif row.name == "ground truth":
                     output = truth[style]
+                elif row.name == "truth through the vae":
+                    output = vae_round_trip(loaded[1], truth[style])
                 else:
                     _, pipe, settings = loaded
                     overrides = dict(row.overrides, num_inference_steps=steps or settings.get("steps", 20))

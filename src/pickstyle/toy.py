@@ -16,7 +16,7 @@ TOY_MODEL = ASSETS / "pickstyle-tiny"  # the toy model's diffusers folder, its a
 DEMO_CLIP = ASSETS / "demo.mp4"  # a held-out toy scene with moving objects and a panning camera
 
 
-def _luma(frame: np.ndarray) -> np.ndarray:
+def luma(frame: np.ndarray) -> np.ndarray:
     """Rec. 601 luma, float32 [H, W] in [0, 255]."""
     return frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -31,7 +31,7 @@ def _edges(frame: np.ndarray) -> np.ndarray:
     """Gradient magnitude of the lightly blurred luma, scaled to [0, 1] (saturating at 96 grey levels)."""
     import cv2
 
-    gray = _blur(_luma(frame), 1.0)
+    gray = _blur(luma(frame), 1.0)
     gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
     return np.clip(np.hypot(gx, gy) / 96.0, 0, 1)
@@ -43,7 +43,7 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 
 def sketch(frame: np.ndarray) -> np.ndarray:
     """Pencil sketch on cream paper: colour dodge of the luma by its blurred inverse."""
-    gray = _luma(frame)
+    gray = luma(frame)
     dodge = gray * 255.0 / np.maximum(255.0 - _blur(255.0 - gray, 4.0), 1.0)
     shade = np.clip(dodge, 0, 255)[..., None] / 255.0
     return _to_uint8(shade * np.array([250, 244, 228], np.float32))
@@ -67,14 +67,14 @@ def thermal(frame: np.ndarray) -> np.ndarray:
     """A thermal camera: luma mapped through the inferno colour map (dark purple to yellow)."""
     import cv2
 
-    gray = _to_uint8(_blur(_luma(frame), 1.5))
+    gray = _to_uint8(_blur(luma(frame), 1.5))
     return cv2.cvtColor(cv2.applyColorMap(gray, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
 
 
 def night_vision(frame: np.ndarray) -> np.ndarray:
     """Night vision: amplified green monochrome with a fixed scan-line pattern and a vignette."""
     h, w = frame.shape[:2]
-    gain = np.clip(_luma(frame) * 1.4 + 10, 0, 255) / 255.0
+    gain = np.clip(luma(frame) * 1.4 + 10, 0, 255) / 255.0
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     r2 = ((yy - (h - 1) / 2) / (h / 2)) ** 2 + ((xx - (w - 1) / 2) / (w / 2)) ** 2
     vignette = np.clip(1.15 - 0.45 * r2, 0.2, 1.0)
@@ -206,6 +206,17 @@ def load_toy_pipeline(model=TOY_MODEL, adapter: str | None = "default"):
         pipe.load_style_adapter(adapter)
     pipe.set_progress_bar_config(disable=True)
     return pipe, settings
+
+
+def vae_round_trip(pipe, frames: np.ndarray) -> np.ndarray:
+    """uint8 frames [T, H, W, 3] encoded and decoded by the pipeline's VAE (latent mode): the best
+    any model that generates in this latent space can do. Returns uint8 [T, H, W, 3]."""
+    import torch
+
+    video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].to(pipe.vae.dtype) / 127.5 - 1
+    with torch.no_grad():
+        out = pipe.decode_latents(pipe.encode_latents(video))[0]
+    return _to_uint8(out * 255)
 
 
 def toy_stylize(pipe, settings: dict, frames: np.ndarray, prompt: str, seed: int = 2025, **overrides) -> np.ndarray:
