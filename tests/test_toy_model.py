@@ -40,6 +40,16 @@ def test_bundled_model_stylises_to_the_right_shape_deterministically(toy):
     assert not np.array_equal(out, frames)
 
 
+def test_the_toy_prompts_fit_the_text_length_with_whole_style_words(toy):
+    pipe, settings = toy
+    for frames, description in benchmark_clips(20):
+        for style in STYLES:
+            ids = pipe.tokenizer(style_prompt(style, description))["input_ids"]
+            assert len(ids) <= settings["max_sequence_length"], (style, description)
+    for style in STYLES:
+        assert pipe.tokenizer.tokenize(f"{style} style.")[: len(style.split())] == [f"\u2581{w}" for w in style.split()]
+
+
 def test_the_adapter_changes_the_output(toy):
     pipe, settings = toy
     frames, description = benchmark_clips(1)[0]

@@ -455,22 +455,29 @@ TUNE_SEED = HELD_OUT_SEED + 700  # validation clips for choosing the toy model's
 
 
 def tune(clips: int = 2, steps: int = 20) -> list[dict]:
-    """Mean PSNR against the ground truth (all styles, `clips` validation clips) of the trained
-    adapter under a small grid of skip and guidance scales; writes toy/work/tune.json."""
+    """Mean PSNR against the ground truth (all styles, `clips` validation clips), the worst style's
+    PSNR and the warping error over the ground truth's of the trained adapter under a small grid of
+    skip and guidance scales; writes toy/work/tune.json."""
+    from pickstyle.metrics import warp_error
     from pickstyle.quality import psnr
     from pickstyle.toy import load_toy_pipeline, style_prompt, toy_stylize
 
     pipe, _ = load_toy_pipeline(WORK / "base" / "model", adapter=str(WORK / "adapters" / "pickstyle" / "adapter"))
     scenes = [make_scene_clip(np.random.default_rng(TUNE_SEED + i), FRAMES, SIZE, SIZE) for i in range(clips)]
+    truths = [{style: np.stack([fn(f) for f in frames]) for style, fn in STYLES.items()} for frames, _ in scenes]
+    truth_warp = np.mean([warp_error(t, frames) for (frames, _), ts in zip(scenes, truths) for t in ts.values()])
     rows = []
     for skip in (4, 8):
         for text_scale, context_scale in ((5.0, 4.0), (10.0, 2.0), (15.0, 2.0), (15.0, 4.0), (20.0, 2.0)):
             settings = dict(TOY_SETTINGS, skip=skip, text_scale=text_scale, context_scale=context_scale, steps=steps)
-            scores = [psnr(toy_stylize(pipe, settings, frames, style_prompt(style, text)), np.stack([fn(f) for f in frames]))
-                      for frames, text in scenes for style, fn in STYLES.items()]  # fmt: skip
+            outputs = [(toy_stylize(pipe, settings, frames, style_prompt(style, text)), frames, ts[style])
+                       for (frames, text), ts in zip(scenes, truths) for style in STYLES]  # fmt: skip
+            scores = [psnr(out, truth) for out, _, truth in outputs]
+            warp = np.mean([warp_error(out, frames) for out, frames, _ in outputs])
             rows.append({"skip": skip, "text_scale": text_scale, "context_scale": context_scale,
                          "psnr": round(float(np.mean(scores)), 2), "min_style_psnr": round(float(np.min(
-                             np.mean(np.reshape(scores, (clips, len(STYLES))), axis=0))), 2)})  # fmt: skip
+                             np.mean(np.reshape(scores, (clips, len(STYLES))), axis=0))), 2),
+                         "warp_vs_truth": round(float(warp / truth_warp), 2)})  # fmt: skip
             print(rows[-1], flush=True)
     (WORK / "tune.json").write_text(json.dumps(rows, indent=1) + "\n")
     return rows
@@ -480,7 +487,7 @@ DEMO_SEED, DEMO_FRAMES = 30_000_000, 33  # the bundled demo clip: a held-out sce
 TOY_SETTINGS = {  # `pickstyle stylize` defaults for the toy model (src/pickstyle/assets/pickstyle-tiny/pickstyle.json)
     "name": "pickstyle-tiny",
     "description": "a toy stand-in for Wan2.1-VACE trained on two CPU cores (MODEL.md); toy styles only",
-    "styles": list(STYLES), "size": f"{SIZE}x{SIZE}", "frames": FRAMES, "fps": 8.0, "steps": 20, "skip": 4,
+    "styles": list(STYLES), "size": f"{SIZE}x{SIZE}", "frames": FRAMES, "fps": 8.0, "steps": 20, "skip": 8,
     "text_scale": 10.0, "context_scale": 2.0, "scheduler": "euler", "shift": 3.0, "negative_prompt": "",
     "max_sequence_length": 32, "adapter": "adapter",
 }  # fmt: skip
