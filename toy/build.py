@@ -38,7 +38,20 @@ def toy_clip(seed: int, style: str | None) -> torch.Tensor:
     frames, _ = make_scene_clip(np.random.default_rng(seed), FRAMES, SIZE, SIZE)
     if style is not None:
         frames = np.stack([STYLES[style](f) for f in frames])
+    return _clip_tensor(frames)
+
+
+def _clip_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 frames [T, H, W, 3] -> float [3, T, H, W] in [-1, 1]."""
     return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1
+
+
+def _gray(frames: np.ndarray) -> np.ndarray:
+    """uint8 frames [T, H, W, 3] in grey (Rec. 601 luma in all three channels): the control video
+    of VACE's colourisation task."""
+    from pickstyle.toy import luma
+
+    return np.repeat(np.rint(luma(frames))[..., None], 3, -1).astype(np.uint8)
 
 
 def _batch(step: int, size: int) -> torch.Tensor:
@@ -228,8 +241,6 @@ def cache_base_latents(count: int, styled: int = 0, batch: int = 8) -> None:
     1/16 to 1/4 of the frame) with its folded mask, the latents of the clip in grey (the control
     signal of VACE's colourisation task) and the caption embeddings. Resumable: more clips are
     appended to an existing cache, and a cache from before the grey latents gets them."""
-    from pickstyle.toy import luma
-
     folder = WORK / "base"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "cache.pt"
@@ -243,8 +254,8 @@ def cache_base_latents(count: int, styled: int = 0, batch: int = 8) -> None:
         clips, grays, masks, texts = [], [], [], []
         for seed in seeds:
             frames, description, rng = _base_clip(seed, count)
-            clips.append(torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1)
-            grays.append(torch.from_numpy(luma(frames)).expand(3, -1, -1, -1) / 127.5 - 1)
+            clips.append(_clip_tensor(frames))
+            grays.append(_clip_tensor(_gray(frames)))
             h, w = (int(v) for v in rng.integers(SIZE // 4, SIZE // 2 + 1, 2))
             top, left = (int(v) for v in rng.integers(0, SIZE - h + 1, 2))
             mask = torch.zeros(1, 3, FRAMES, SIZE, SIZE)
@@ -358,10 +369,7 @@ def check_base(clips: int = 4, steps: int = 20) -> dict:
     as thermal. Writes toy/work/base/check.json."""
     from pickstyle.quality import psnr
     from pickstyle.schedulers import make_scheduler
-    from pickstyle.toy import luma, style_prompt, toy_stylize
-
-    def gray(frames):
-        return np.repeat(np.rint(luma(frames))[..., None], 3, -1).astype(np.uint8)
+    from pickstyle.toy import style_prompt, toy_stylize
 
     pipe = _base_pipeline(WORK / "base")
     pipe.scheduler = make_scheduler("euler", 3.0)
@@ -385,8 +393,8 @@ def check_base(clips: int = 4, steps: int = 20) -> dict:
         result["generate_style_word_change"].append(float(np.abs(sketch - thermal).mean()))
         for style in ("sketch", "thermal"):
             truth = np.stack([STYLES[style](f) for f in frames])
-            result["colorize_psnr_own_style"].append(psnr(run(gray(truth), style_prompt(style, caption), "cfg"), truth))
-        sketch, thermal = (run(gray(frames), style_prompt(s, caption), "cfg") for s in ("sketch", "thermal"))
+            result["colorize_psnr_own_style"].append(psnr(run(_gray(truth), style_prompt(style, caption), "cfg"), truth))
+        sketch, thermal = (run(_gray(frames), style_prompt(s, caption), "cfg") for s in ("sketch", "thermal"))
         result["colorize_style_word_change"].append(float(np.abs(sketch - thermal).mean()))
     summary = {k: round(float(np.mean(v)), 2) for k, v in result.items()}
     (WORK / "base" / "check.json").write_text(json.dumps(summary, indent=1) + "\n")
