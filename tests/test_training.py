@@ -179,16 +179,27 @@ def test_overfit_one_pair_changes_only_the_adapter_and_moves_output_toward_the_s
 
 
 def test_resume_gives_the_same_adapter_as_a_straight_run(tiny_model_dir, pairs_dir, tmp_path):
-    straight = train(_config(tiny_model_dir, pairs_dir, tmp_path / "a", max_steps=6, grad_accum=2), progress=False)
-    train(_config(tiny_model_dir, pairs_dir, tmp_path / "b", max_steps=3, grad_accum=2), progress=False)
+    kw = dict(max_steps=6, grad_accum=2, warmup_steps=2)  # a warm-up that must resume where it was
+    straight = train(_config(tiny_model_dir, pairs_dir, tmp_path / "a", **kw), progress=False)
+    train(_config(tiny_model_dir, pairs_dir, tmp_path / "b", **dict(kw, max_steps=3)), progress=False)
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["step_0000003"]
-    resumed = train(_config(tiny_model_dir, pairs_dir, tmp_path / "b", max_steps=6, grad_accum=2, resume=True), progress=False)
+    resumed = train(_config(tiny_model_dir, pairs_dir, tmp_path / "b", **kw, resume=True), progress=False)
     assert resumed.losses[0][0] == 4
     a = load_file(straight.adapter / "pytorch_lora_weights.safetensors")
     b = load_file(resumed.adapter / "pytorch_lora_weights.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # checkpoints keep only the newest two
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["step_0000003", "step_0000006"]
+
+
+def test_lr_schedule_counts_optimiser_steps_not_micro_steps(tiny_model_dir, pairs_dir, tmp_path):
+    lr = 1e-3
+    train(_config(tiny_model_dir, pairs_dir, tmp_path / "run", max_steps=4, grad_accum=2, lr=lr, lr_schedule="linear",
+                  warmup_steps=1), progress=False)  # fmt: skip
+    logged = [float(line.split(" lr ")[1].split()[0]) for line in (tmp_path / "run" / "train.log").read_text().splitlines()
+              if " lr " in line]  # fmt: skip
+    # after optimiser step k: warm-up to lr at step 1, then linear to 0 at step 4 (3 steps)
+    np.testing.assert_allclose(logged, [lr, lr * 2 / 3, lr / 3, 0.0], atol=1e-6)
 
 
 def test_run_folder_guards(tiny_model_dir, pairs_dir, tmp_path):
@@ -247,7 +258,8 @@ def test_config_file_flags_and_errors(tiny_model_dir, pairs_dir, tmp_path, capsy
     printed = capsys.readouterr().out
     assert "rank: 8\n" in printed and "lr: 0.001\n" in printed and "motion: false\n" in printed and "alpha: 128.0" in printed
     bad = tmp_path / "bad.yaml"
-    for text, named in [("rnak: 3\n", "rnak"), ("rank: many\n", "rank"), ("- a\n", "mapping"), ("frames: 8\n", "frames")]:
+    for text, named in [("rnak: 3\n", "rnak"), ("rank: many\n", "rank"), ("- a\n", "mapping"), ("frames: 8\n", "frames"),
+                        ("lr_schedule: step\n", "lr_schedule")]:
         bad.write_text(f"model: m\ndata: [d]\n{text}")
         assert main(["train", "--config", str(bad)]) == 2
         err = capsys.readouterr().err.strip()

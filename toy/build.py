@@ -74,12 +74,14 @@ def _load_vae(folder: Path):
 
 
 def _train_loop(folder: Path, params, save_model, step_loss, minutes: float, lr: float, weight_decay: float,
-                log_every: int, checkpoint_minutes: float = 5.0) -> None:  # fmt: skip
+                log_every: int, checkpoint_minutes: float = 5.0, cooldown: int = 0) -> None:  # fmt: skip
     """The loop every stage shares: AdamW on `params` (gradient clip 1.0) for `minutes` of wall
     time, resumed from `folder` (state.json; optimizer.pt too where present: it stays out of git to
     keep the repository small, so a fresh clone resumes with new AdamW moments); `step_loss(step)` returns the loss and
     a note for the log; a log line every `log_every` steps; `save_model(folder)` with the
-    optimizer every `checkpoint_minutes` and at the end."""
+    optimizer every `checkpoint_minutes` and at the end. `cooldown` > 0 starts the stage's last
+    phase: the learning rate falls linearly from `lr` to 0 over that many steps from the current
+    one (kept in state.json, so a resumed call goes on with it), and the loop ends there."""
     params = list(params)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     state = {"step": 0, "seconds": 0.0}
@@ -87,6 +89,9 @@ def _train_loop(folder: Path, params, save_model, step_loss, minutes: float, lr:
         state = json.loads((folder / "state.json").read_text())
     if (folder / "optimizer.pt").is_file():
         optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    if cooldown:
+        state["cooldown"] = [state["step"], cooldown]
+    first, length = state.get("cooldown", [0, 0])
 
     def save(seconds: float) -> None:
         state["seconds"] += seconds
@@ -97,7 +102,9 @@ def _train_loop(folder: Path, params, save_model, step_loss, minutes: float, lr:
     log = (folder / "train.log").open("a")
     started = last_save = window = time.time()
     losses = []
-    while time.time() - started < minutes * 60:
+    while time.time() - started < minutes * 60 and not (length and state["step"] >= first + length):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * (1 - (state["step"] - first) / length) if length else lr
         loss, note = step_loss(state["step"])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -107,7 +114,7 @@ def _train_loop(folder: Path, params, save_model, step_loss, minutes: float, lr:
         losses.append(loss.item())
         if state["step"] % log_every == 0:
             seconds = (time.time() - window) / len(losses)
-            log.write(f"step {state['step']} loss {np.mean(losses):.4f}{note} {seconds:.2f} s/step\n")
+            log.write(f"step {state['step']} loss {np.mean(losses):.4f}{note} lr {optimizer.param_groups[0]['lr']:.2e} {seconds:.2f} s/step\n")
             log.flush()
             losses, window = [], time.time()
         if time.time() - last_save > checkpoint_minutes * 60:
@@ -331,9 +338,9 @@ def base_batch(cache: dict, empty: torch.Tensor, null_text: torch.Tensor, step: 
     return x0, torch.stack(contexts), text
 
 
-def train_base(minutes: float, lr: float = 4e-4, batch_size: int = 8) -> None:
+def train_base(minutes: float, lr: float = 4e-4, batch_size: int = 8, cooldown: int = 0) -> None:
     """Train the VACE base from scratch on the cached clips with the rectified-flow objective of
-    `pickstyle train` (shift 3; one timestep per batch)."""
+    `pickstyle train` (shift 3; one timestep per batch); `cooldown`: see `_train_loop`."""
     from pickstyle.training import flow_grid, flow_matching_loss, loss_weights
 
     folder = WORK / "base"
@@ -354,7 +361,7 @@ def train_base(minutes: float, lr: float = 4e-4, batch_size: int = 8) -> None:
         return flow_matching_loss(transformer, x0, context, text, sigmas[i], timesteps[i], weights[i], noise), ""
 
     _train_loop(folder, transformer.parameters(), lambda f: pipe.save_pretrained(f / "model"), step_loss, minutes,
-                lr, 0.01, 50)  # fmt: skip
+                lr, 0.01, 50, cooldown=cooldown)  # fmt: skip
 
 
 @torch.no_grad()
@@ -547,6 +554,7 @@ def main() -> None:
     parser.add_argument("--variant", choices=tuple(ADAPTER_VARIANTS), default="pickstyle", help="adapter: which")
     parser.add_argument("--steps", type=int, help="adapter: optimiser steps (default: toy/adapter.yaml's)")
     parser.add_argument("--minutes", type=float, default=60.0, help="wall time to train this call")
+    parser.add_argument("--cooldown", type=int, default=0, help="base: end with the learning rate falling linearly to 0 over this many steps")
     parser.add_argument("--clips", type=int, default=3000, help="base-cache, base-retext: plain clips (to encode, in the cache)")
     parser.add_argument("--styled", type=int, default=1500, help="base-cache: clips in the toy styles to encode")
     args = parser.parse_args()
@@ -573,7 +581,7 @@ def main() -> None:
         retext_base(args.clips)
         return
     if args.stage == "base":
-        train_base(args.minutes)
+        train_base(args.minutes, cooldown=args.cooldown)
         return
     if args.stage == "vae":
         train_vae(args.minutes)

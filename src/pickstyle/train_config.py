@@ -15,6 +15,9 @@ from pathlib import Path
 from .errors import PickStyleError
 
 
+LR_SCHEDULES = ("constant", "linear", "cosine")
+
+
 @dataclass
 class TrainConfig:
     # what to train on, and where it goes
@@ -33,6 +36,8 @@ class TrainConfig:
     # objective and optimiser
     shift: float = 5.0  # sigma' = shift s / (1 + (shift - 1) s) on the 1000-step grid
     lr: float = 5.6e-4
+    lr_schedule: str = "constant"  # constant (the authors'), linear or cosine decay to 0 at the last step
+    warmup_steps: int = 0  # linear warm-up from 0 over this many optimiser steps
     weight_decay: float = 0.01
     beta1: float = 0.9
     beta2: float = 0.999
@@ -72,6 +77,8 @@ class TrainConfig:
             raise PickStyleError(f"frames: {self.frames} must be 4k+1 (e.g. 17, 49, 81)")
         if self.targets not in ("vace-qkv", "vace-qkvo", "main-qkv"):
             raise PickStyleError(f"targets: {self.targets!r} must be vace-qkv, vace-qkvo or main-qkv")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise PickStyleError(f"lr_schedule: {self.lr_schedule!r} must be {', '.join(LR_SCHEDULES[:-1])} or {LR_SCHEDULES[-1]}")
         if self.dtype not in ("bf16", "fp16", "fp32"):
             raise PickStyleError(f"dtype: {self.dtype!r} must be bf16, fp16 or fp32")
         for name in ("rank", "grad_accum", "max_steps", "log_every", "validation_steps", "max_sequence_length"):
@@ -81,7 +88,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise PickStyleError(f"{name}: {value} must be a positive number")
-        for name in ("weight_decay", "grad_clip", "epochs", "checkpoint_every", "validate_every", "keep_checkpoints"):
+        for name in ("weight_decay", "grad_clip", "epochs", "warmup_steps", "checkpoint_every", "validate_every", "keep_checkpoints"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise PickStyleError(f"{name}: {value} must be >= 0")

@@ -76,6 +76,16 @@ def flow_matching_loss(transformer, x0, context, text, sigma, timestep, weight, 
 # ---------------------------------------------------------------------------------- determinism
 
 
+def make_lr_scheduler(optimizer, schedule: str, warmup_steps: int, total_steps: int):
+    """diffusers' learning-rate schedule `schedule` (constant, linear or cosine, see
+    TrainConfig.lr_schedule) after `warmup_steps` of linear warm-up, over `total_steps` optimiser
+    steps; stepped once per optimiser step."""
+    from diffusers.optimization import get_scheduler
+
+    name = "constant_with_warmup" if schedule == "constant" and warmup_steps else schedule
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
+
+
 def step_generator(seed: int, rank: int, micro_step: int) -> torch.Generator:
     """The CPU generator of every random draw of one micro-step on one process."""
     state = np.random.SeedSequence([seed, rank, micro_step]).generate_state(2, dtype=np.uint32)
@@ -290,16 +300,17 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     optimizer = torch.optim.AdamW(
         params, lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay
     )
-    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # constant, as the authors
-    model, optimizer, lr_scheduler = accelerator.prepare(transformer, optimizer, lr_scheduler)
+    total = config.max_steps
+    if config.epochs:
+        total = min(total, math.ceil(config.epochs * math.ceil(len(pairs) / world) / config.grad_accum))
+    # Not prepared by accelerate (which would step it once per process): it counts optimiser steps.
+    lr_scheduler = make_lr_scheduler(optimizer, config.lr_schedule, config.warmup_steps, total)
+    model, optimizer = accelerator.prepare(transformer, optimizer)
 
     start = 0
     if config.resume:
         start = load_checkpoint(checkpoints[-1], transformer, optimizer, lr_scheduler, config)
         LOGGER.info("resumed from %s at step %d", checkpoints[-1], start)
-    total = config.max_steps
-    if config.epochs:
-        total = min(total, math.ceil(config.epochs * math.ceil(len(pairs) / world) / config.grad_accum))
     if config.tensorboard:
         accelerator.init_trackers("pickstyle")
 
@@ -331,7 +342,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
                 if accelerator.sync_gradients and config.grad_clip > 0:
                     accelerator.clip_grad_norm_(params, config.grad_clip)
                 optimizer.step()
-                lr_scheduler.step()
+                if accelerator.sync_gradients:
+                    lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             losses.append(loss.detach().float().item())
 
