@@ -81,6 +81,8 @@ def test_model_settings_errors_name_the_file_and_key(tmp_path):
         ('{"steps": "many"}', "steps = 'many' is not int"),
         ('{"text_scale": true}', "text_scale = True is not a number"),
         ('{"adapter": "nope"}', "adapter 'nope' does not exist"),
+        ('{"style_skip": {"sepia": -1}}', "style_skip\\['sepia'\\] = -1 is not a whole number"),
+        ('{"style_skip": {"sepia": 2.5}}', "style_skip\\['sepia'\\] = 2.5"),
     ]:
         path.write_text(text)
         with pytest.raises(PickStyleError, match=fragment) as err:
@@ -100,6 +102,21 @@ def test_flags_override_the_model_settings(tiny_model_dir, tmp_path, capsys):
         printed = capsys.readouterr().out
         assert "5 frames at 32x32, 3 steps" in printed and "shift 4" in printed
         assert read_video(out)[1] == pytest.approx(5)
+    finally:
+        (tiny_model_dir / SETTINGS_FILE).unlink()
+
+
+def test_a_models_per_style_skip_applies_to_prompts_in_that_style_unless_a_flag_says(tiny_model_dir, tmp_path, capsys):
+    settings = {"steps": 4, "size": "32x32", "skip": 8, "style_skip": {"Night Vision": 0, "sepia": 12}}
+    (tiny_model_dir / SETTINGS_FILE).write_text(json.dumps(settings))
+    try:
+        for prompt, extra, skip in [("night vision style. a ring", [], 0), ("Sepia style. a ring", [], 2),
+                                    ("sketch style. a ring", [], 2), ("sepia style. a ring", ["--skip", "1"], 1),
+                                    ("sepia style. a ring", ["--style", "clay"], 0)]:  # fmt: skip
+            argv = ["stylize", str(DEMO_CLIP), "-p", prompt, "-o", str(tmp_path / "a.mp4"), "--model", str(tiny_model_dir),
+                    "--frames", "5", "--quiet", *extra]  # fmt: skip
+            assert main(argv) == 0
+            assert f"4 steps (skip {skip})" in capsys.readouterr().out, (prompt, extra)
     finally:
         (tiny_model_dir / SETTINGS_FILE).unlink()
 

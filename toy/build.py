@@ -140,18 +140,57 @@ def train_vae(minutes: float, batch_size: int = 4, lr: float = 1e-3) -> None:
 
 
 @torch.no_grad()
-def vae_ceiling(clips: int = 12) -> dict:
-    """Reconstruction PSNR (dB) of the VAE on held-out clips, plain and per style."""
-    folder = WORK / "vae"
-    vae = _load_vae(folder).eval()
+def vae_ceiling(clips: int = 12, vae=None, folder: Path = WORK / "vae") -> dict:
+    """The round trip of the VAE (toy/work/vae's, or `vae`) on held-out clips, plain and per style:
+    reconstruction PSNR (dB), and its warping error over the clip's own (the flicker the VAE adds,
+    a floor for every model in its latent space). Writes <folder>/ceiling.json."""
+    from pickstyle.metrics import warp_error
+    from pickstyle.preview import clip_to_frames
+
+    vae = (vae or _load_vae(folder)).eval()
     result = {}
+    plain = [clip_to_frames(toy_clip(HELD_OUT_SEED + i, None)) for i in range(clips)]  # whose flow the warping uses
     for style in [None, *STYLES]:
         x = torch.stack([toy_clip(HELD_OUT_SEED + i, style) for i in range(clips)])
         out = vae.decode(vae.encode(x).latent_dist.mode()).sample
         mse = ((out - x) ** 2).mean(dim=(1, 2, 3, 4)).clamp_min(1e-10)
-        result[style or "plain"] = round(float((10 * torch.log10(4 / mse)).mean()), 2)
+        ratios = [warp_error(clip_to_frames(o), source) / warp_error(clip_to_frames(v), source)
+                  for o, v, source in zip(out, x, plain)]  # fmt: skip
+        result[style or "plain"] = {"psnr": round(float((10 * torch.log10(4 / mse)).mean()), 2),
+                                    "warp_vs_clip": round(float(np.mean(ratios)), 2)}  # fmt: skip
     (folder / "ceiling.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+def tune_decoder(minutes: float, lr: float = 2e-4, batch_size: int = 4, temporal_weight: float = 1.0) -> None:
+    """Fine-tune the decoder of the base's VAE (toy/work/base/model/vae) for `minutes`, with a
+    temporal term: L1 + MSE of the round trip, plus `temporal_weight` x the L1 of its frame-to-frame
+    changes against the clip's (a round trip whose errors stay put between frames does not
+    flicker). The encoder stays frozen, so the latent space, and the base's cache, the base and
+    the adapters trained in it, stay valid. State and log in toy/work/decoder."""
+    folder = WORK / "decoder"
+    folder.mkdir(parents=True, exist_ok=True)
+    pipe = _base_pipeline(WORK / "base")
+    vae = pipe.vae.requires_grad_(False)
+    params = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    vae.decoder.train()
+
+    def step_loss(step: int):
+        x = _batch(DECODER_BATCHES + step, batch_size)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mode()
+        out = vae.decode(z).sample
+        temporal = (out.diff(dim=2) - x.diff(dim=2)).abs().mean()
+        mse = ((out - x) ** 2).mean()
+        return (out - x).abs().mean() + mse + temporal_weight * temporal, f" temporal {temporal.item():.4f}"
+
+    _train_loop(folder, params, lambda f: pipe.save_pretrained(WORK / "base" / "model"), step_loss, minutes, lr, 0.0, 50)
+    print(json.dumps(vae_ceiling(4, vae, folder)))
+
+
+DECODER_BATCHES = 1_000_000  # the decoder's batches (`_batch`) start here: clips the VAE stage never drew
 
 
 TOY_WORDS = [
@@ -469,10 +508,13 @@ def train_adapter(variant: str, steps: int | None = None) -> None:
 TUNE_SEED = HELD_OUT_SEED + 700  # validation clips for choosing the toy model's defaults (not the benchmark's)
 
 
-def tune(clips: int = 2, steps: int = 20) -> list[dict]:
-    """Mean PSNR against the ground truth (all styles, `clips` validation clips), the worst style's
-    PSNR and the warping error over the ground truth's of the trained adapter under a small grid of
-    skip and guidance scales; writes toy/work/tune.json."""
+def tune(clips: int = 2, steps: int = 20) -> dict:
+    """Choose the toy model's sampling defaults on `clips` validation clips (not the benchmark's):
+    first a small grid of skip and guidance scales, scored by the mean PSNR against the ground
+    truth over all styles, the worst style's PSNR and the warping error over the ground truth's;
+    then, at the best scales, a skip per style (the authors choose skip per style too), the one
+    with the highest PSNR. Writes toy/work/tune.json: {"grid": rows, "scales": [w_t, w_c],
+    "style_skip": {style: {skip: PSNR}}, "chosen": {style: skip}}."""
     from pickstyle.metrics import warp_error
     from pickstyle.quality import psnr
     from pickstyle.toy import load_toy_pipeline, style_prompt, toy_stylize
@@ -481,21 +523,36 @@ def tune(clips: int = 2, steps: int = 20) -> list[dict]:
     scenes = [make_scene_clip(np.random.default_rng(TUNE_SEED + i), FRAMES, SIZE, SIZE) for i in range(clips)]
     truths = [{style: np.stack([fn(f) for f in frames]) for style, fn in STYLES.items()} for frames, _ in scenes]
     truth_warp = np.mean([warp_error(t, frames) for (frames, _), ts in zip(scenes, truths) for t in ts.values()])
+
+    def outputs(settings: dict, styles=tuple(STYLES)):
+        return [(toy_stylize(pipe, settings, frames, style_prompt(style, text)), frames, ts[style])
+                for (frames, text), ts in zip(scenes, truths) for style in styles]  # fmt: skip
+
     rows = []
     for skip in (4, 8):
         for text_scale, context_scale in ((5.0, 4.0), (10.0, 2.0), (15.0, 2.0), (15.0, 4.0), (20.0, 2.0)):
-            settings = dict(TOY_SETTINGS, skip=skip, text_scale=text_scale, context_scale=context_scale, steps=steps)
-            outputs = [(toy_stylize(pipe, settings, frames, style_prompt(style, text)), frames, ts[style])
-                       for (frames, text), ts in zip(scenes, truths) for style in STYLES]  # fmt: skip
-            scores = [psnr(out, truth) for out, _, truth in outputs]
-            warp = np.mean([warp_error(out, frames) for out, frames, _ in outputs])
+            settings = dict(TOY_SETTINGS, skip=skip, style_skip={}, text_scale=text_scale, context_scale=context_scale, steps=steps)
+            outs = outputs(settings)
+            scores = [psnr(out, truth) for out, _, truth in outs]
+            warp = np.mean([warp_error(out, frames) for out, frames, _ in outs])
             rows.append({"skip": skip, "text_scale": text_scale, "context_scale": context_scale,
                          "psnr": round(float(np.mean(scores)), 2), "min_style_psnr": round(float(np.min(
                              np.mean(np.reshape(scores, (clips, len(STYLES))), axis=0))), 2),
                          "warp_vs_truth": round(float(warp / truth_warp), 2)})  # fmt: skip
             print(rows[-1], flush=True)
-    (WORK / "tune.json").write_text(json.dumps(rows, indent=1) + "\n")
-    return rows
+    best = max(rows, key=lambda r: r["psnr"])
+    per_style = {style: {} for style in STYLES}
+    for skip in (0, 2, 4, 6, 8, 10, 12):
+        settings = dict(TOY_SETTINGS, skip=skip, style_skip={}, text_scale=best["text_scale"],
+                        context_scale=best["context_scale"], steps=steps)  # fmt: skip
+        for style in STYLES:
+            per_style[style][skip] = round(float(np.mean([psnr(o, t) for o, _, t in outputs(settings, [style])])), 2)
+        print({"skip": skip, **{style: per_style[style][skip] for style in STYLES}}, flush=True)
+    result = {"grid": rows, "scales": [best["text_scale"], best["context_scale"]], "style_skip": per_style,
+              "chosen": {style: max(scores, key=scores.get) for style, scores in per_style.items()}}  # fmt: skip
+    (WORK / "tune.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["chosen"]))
+    return result
 
 
 DEMO_SEED, DEMO_FRAMES = 30_000_000, 33  # the bundled demo clip: a held-out scene, 33 frames at 8 fps
@@ -550,7 +607,7 @@ def export(settings: dict | None = None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("vae", "vae-ceiling", "base-cache", "base-retext", "base", "base-check", "pairs", "adapter", "tune", "export"))
+    parser.add_argument("stage", choices=("vae", "vae-ceiling", "decoder", "base-cache", "base-retext", "base", "base-check", "pairs", "adapter", "tune", "export"))
     parser.add_argument("--variant", choices=tuple(ADAPTER_VARIANTS), default="pickstyle", help="adapter: which")
     parser.add_argument("--steps", type=int, help="adapter: optimiser steps (default: toy/adapter.yaml's)")
     parser.add_argument("--minutes", type=float, default=60.0, help="wall time to train this call")
@@ -582,6 +639,9 @@ def main() -> None:
         return
     if args.stage == "base":
         train_base(args.minutes, cooldown=args.cooldown)
+        return
+    if args.stage == "decoder":
+        tune_decoder(args.minutes)
         return
     if args.stage == "vae":
         train_vae(args.minutes)

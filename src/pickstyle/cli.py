@@ -334,7 +334,7 @@ def resolve_model_settings(args) -> dict:
 
 
 def cmd_stylize(args) -> int:
-    from .styles import get_style, scale_skip
+    from .styles import get_style, model_skip, scale_skip
     from .video import parse_size
 
     started = time.perf_counter()
@@ -350,7 +350,7 @@ def cmd_stylize(args) -> int:
         if skip is None:
             skip = scale_skip(preset.skip_steps, args.steps)
     if skip is None:
-        skip = scale_skip(settings.get("skip", DEFAULT_SKIP), args.steps)
+        skip = scale_skip(model_skip(settings, prompt, DEFAULT_SKIP), args.steps)
     if skip >= args.steps:
         raise PickStyleError(f"--skip {skip}: must be less than --steps {args.steps}")
     if not prompt.strip():

@@ -37,7 +37,7 @@ SETTINGS_FILE = "pickstyle.json"
 SETTING_TYPES = {
     "size": str, "frames": int, "steps": int, "skip": int, "text_scale": float, "context_scale": float,
     "scheduler": str, "shift": float, "fps": float, "negative_prompt": str, "adapter": str, "name": str,
-    "styles": list, "description": str, "max_sequence_length": int,
+    "styles": list, "description": str, "max_sequence_length": int, "style_skip": dict,
 }  # fmt: skip
 
 
@@ -392,6 +392,9 @@ def model_settings(model: str) -> dict:
         ok = isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
         if isinstance(value, bool) or not ok:
             raise PickStyleError(f"{path}: {key} = {value!r} is not {'a number' if kind is float else kind.__name__}")
+    for style, skip in settings.get("style_skip", {}).items():
+        if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+            raise PickStyleError(f"{path}: style_skip[{style!r}] = {skip!r} is not a whole number of steps >= 0")
     if "adapter" in settings:
         adapter = (path.parent / settings["adapter"]).resolve()
         if not adapter.exists():

@@ -20,7 +20,7 @@ def _label(frame: np.ndarray, lines: list[str]) -> np.ndarray:
     return np.asarray(image)
 
 
-def _to_uint8(clip: torch.Tensor) -> np.ndarray:
+def clip_to_frames(clip: torch.Tensor) -> np.ndarray:
     """[3, T, H, W] in [-1, 1] -> uint8 [T, H, W, 3]."""
     return ((clip.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
 
@@ -40,7 +40,7 @@ def preview_clips(pairs, count: int, height: int, width: int, num_frames: int, s
         pair = pairs[index]
         source, target = (x.unsqueeze(0) for x in load_image_pair(pair, height, width))
         source_clip, target_clip, m = motion_pair(source, target, generator, num_frames, enabled=motion)
-        side = np.concatenate([_to_uint8(source_clip[0]), _to_uint8(target_clip[0])], axis=2)
+        side = np.concatenate([clip_to_frames(source_clip[0]), clip_to_frames(target_clip[0])], axis=2)
         params = {
             "static": "",
             "rotate": f" to {m.angle:.1f} deg",

@@ -50,3 +50,14 @@ def get_style(name: str) -> StylePreset:
 def scale_skip(skip_steps: int, num_steps: int) -> int:
     """A preset's skip (given for 20 steps) at another step count, rounded."""
     return min(num_steps - 1, round(skip_steps * num_steps / 20))
+
+
+def model_skip(settings: dict, prompt: str, default: int) -> int:
+    """The skip (of 20 steps) a model's settings (pickstyle.json) give a prompt: their
+    `style_skip` entry for the style the prompt names ("<style> style. ...", any case), as the
+    authors choose skip per style; else their `skip`; else `default`."""
+    head = prompt.strip().lower()
+    for style, skip in settings.get("style_skip", {}).items():
+        if head.startswith(f"{style.lower()} style."):
+            return skip
+    return settings.get("skip", default)
