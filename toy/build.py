@@ -560,6 +560,7 @@ TOY_SETTINGS = {  # `pickstyle stylize` defaults for the toy model (src/pickstyl
     "name": "pickstyle-tiny",
     "description": "a toy stand-in for Wan2.1-VACE trained on two CPU cores (MODEL.md); toy styles only",
     "styles": list(STYLES), "size": f"{SIZE}x{SIZE}", "frames": FRAMES, "fps": 8.0, "steps": 20, "skip": 8,
+    "style_skip": {"sketch": 2, "sepia": 8, "blueprint": 10, "thermal": 10, "night vision": 8},  # tune.json's "chosen"
     "text_scale": 10.0, "context_scale": 2.0, "scheduler": "euler", "shift": 3.0, "negative_prompt": "",
     "max_sequence_length": 32, "adapter": "adapter",
 }  # fmt: skip
