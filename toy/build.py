@@ -12,6 +12,7 @@ PickStyle adapter with `pickstyle train`) build on the VAE; see toy/README.md fo
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -123,6 +124,11 @@ def _train_loop(folder: Path, params, save_model, step_loss, minutes: float, lr:
     save(time.time() - last_save)
 
 
+def _reconstruction_loss(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The VAE's loss: L1 + MSE of the round trip `out` against the clips `x` [B, 3, T, H, W]."""
+    return (out - x).abs().mean() + ((out - x) ** 2).mean()
+
+
 def train_vae(minutes: float, batch_size: int = 4, lr: float = 1e-3) -> None:
     """Train the VAE for `minutes` of wall time: L1 + MSE of the decoded posterior mean."""
     folder = WORK / "vae"
@@ -134,7 +140,7 @@ def train_vae(minutes: float, batch_size: int = 4, lr: float = 1e-3) -> None:
         out = vae.decode(vae.encode(x).latent_dist.mode()).sample
         mse = ((out - x) ** 2).mean()
         psnr = 10 * np.log10(4 / max(mse.item(), 1e-10))
-        return (out - x).abs().mean() + mse, f" batch PSNR {psnr:.1f} dB"
+        return _reconstruction_loss(out, x), f" batch PSNR {psnr:.1f} dB"
 
     _train_loop(folder, vae.parameters(), lambda f: vae.save_pretrained(f / "vae"), step_loss, minutes, lr, 0.0, 50)
 
@@ -147,7 +153,7 @@ def vae_ceiling(clips: int = 12, vae=None, folder: Path = WORK / "vae") -> dict:
     from pickstyle.metrics import warp_error
     from pickstyle.preview import clip_to_frames
 
-    vae = (vae or _load_vae(folder)).eval()
+    vae = (_load_vae(folder) if vae is None else vae).eval()
     result = {}
     plain = [clip_to_frames(toy_clip(HELD_OUT_SEED + i, None)) for i in range(clips)]  # whose flow the warping uses
     for style in [None, *STYLES]:
@@ -183,8 +189,7 @@ def tune_decoder(minutes: float, lr: float = 2e-4, batch_size: int = 4, temporal
             z = vae.encode(x).latent_dist.mode()
         out = vae.decode(z).sample
         temporal = (out.diff(dim=2) - x.diff(dim=2)).abs().mean()
-        mse = ((out - x) ** 2).mean()
-        return (out - x).abs().mean() + mse + temporal_weight * temporal, f" temporal {temporal.item():.4f}"
+        return _reconstruction_loss(out, x) + temporal_weight * temporal, f" temporal {temporal.item():.4f}"
 
     _train_loop(folder, params, lambda f: pipe.save_pretrained(WORK / "base" / "model"), step_loss, minutes, lr, 0.0, 50)
     print(json.dumps(vae_ceiling(4, vae, folder)))
@@ -524,15 +529,17 @@ def tune(clips: int = 2, steps: int = 20) -> dict:
     truths = [{style: np.stack([fn(f) for f in frames]) for style, fn in STYLES.items()} for frames, _ in scenes]
     truth_warp = np.mean([warp_error(t, frames) for (frames, _), ts in zip(scenes, truths) for t in ts.values()])
 
-    def outputs(settings: dict, styles=tuple(STYLES)):
+    @functools.cache
+    def outputs(skip: int, text_scale: float, context_scale: float) -> list:
+        """(output, source, truth) per clip and style (clip-major), at one skip for every style."""
+        settings = dict(TOY_SETTINGS, skip=skip, style_skip={}, text_scale=text_scale, context_scale=context_scale, steps=steps)
         return [(toy_stylize(pipe, settings, frames, style_prompt(style, text)), frames, ts[style])
-                for (frames, text), ts in zip(scenes, truths) for style in styles]  # fmt: skip
+                for (frames, text), ts in zip(scenes, truths) for style in STYLES]  # fmt: skip
 
     rows = []
     for skip in (4, 8):
         for text_scale, context_scale in ((5.0, 4.0), (10.0, 2.0), (15.0, 2.0), (15.0, 4.0), (20.0, 2.0)):
-            settings = dict(TOY_SETTINGS, skip=skip, style_skip={}, text_scale=text_scale, context_scale=context_scale, steps=steps)
-            outs = outputs(settings)
+            outs = outputs(skip, text_scale, context_scale)
             scores = [psnr(out, truth) for out, _, truth in outs]
             warp = np.mean([warp_error(out, frames) for out, frames, _ in outs])
             rows.append({"skip": skip, "text_scale": text_scale, "context_scale": context_scale,
@@ -543,10 +550,9 @@ def tune(clips: int = 2, steps: int = 20) -> dict:
     best = max(rows, key=lambda r: r["psnr"])
     per_style = {style: {} for style in STYLES}
     for skip in (0, 2, 4, 6, 8, 10, 12):
-        settings = dict(TOY_SETTINGS, skip=skip, style_skip={}, text_scale=best["text_scale"],
-                        context_scale=best["context_scale"], steps=steps)  # fmt: skip
-        for style in STYLES:
-            per_style[style][skip] = round(float(np.mean([psnr(o, t) for o, _, t in outputs(settings, [style])])), 2)
+        scores = [psnr(out, truth) for out, _, truth in outputs(skip, best["text_scale"], best["context_scale"])]
+        for style, score in zip(STYLES, np.mean(np.reshape(scores, (clips, len(STYLES))), axis=0)):
+            per_style[style][skip] = round(float(score), 2)
         print({"skip": skip, **{style: per_style[style][skip] for style in STYLES}}, flush=True)
     result = {"grid": rows, "scales": [best["text_scale"], best["context_scale"]], "style_skip": per_style,
               "chosen": {style: max(scores, key=scores.get) for style, scores in per_style.items()}}  # fmt: skip
