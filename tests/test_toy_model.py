@@ -10,7 +10,7 @@ import pytest
 from pickstyle.cli import main
 from pickstyle.errors import PickStyleError
 from pickstyle.pipeline import SETTINGS_FILE, model_settings
-from pickstyle.quality import ROWS, benchmark_clips, criteria, psnr, run_quality_benchmark, score
+from pickstyle.quality import ROWS, benchmark_clips, criteria, psnr, run_quality_benchmark, run_rows, score
 from pickstyle.toy import DEMO_CLIP, STYLES, TOY_MODEL, load_toy_pipeline, style_prompt, toy_stylize
 from pickstyle.video import read_video
 
@@ -81,8 +81,12 @@ def test_model_settings_errors_name_the_file_and_key(tmp_path):
         ('{"steps": "many"}', "steps = 'many' is not int"),
         ('{"text_scale": true}', "text_scale = True is not a number"),
         ('{"adapter": "nope"}', "adapter 'nope' does not exist"),
-        ('{"style_skip": {"sepia": -1}}', "style_skip\\['sepia'\\] = -1 is not a whole number"),
-        ('{"style_skip": {"sepia": 2.5}}', "style_skip\\['sepia'\\] = 2.5"),
+        ('{"skip": -2}', "skip = -2 is not a whole number of steps >= 0"),
+        ('{"style_settings": {"sepia": 3}}', "style_settings\\['sepia'\\] = 3 is not an object"),
+        ('{"style_settings": {"sepia": {"skip": -1}}}', "style_settings\\['sepia'\\].skip = -1 is not a whole number"),
+        ('{"style_settings": {"sepia": {"skip": 2.5}}}', "style_settings\\['sepia'\\].skip = 2.5 is not int"),
+        ('{"style_settings": {"sepia": {"text_scale": "big"}}}', "text_scale = 'big' is not a number"),
+        ('{"style_settings": {"sepia": {"shift": 3}}}', "style_settings\\['sepia'\\] has unknown key 'shift'"),
     ]:
         path.write_text(text)
         with pytest.raises(PickStyleError, match=fragment) as err:
@@ -106,17 +110,23 @@ def test_flags_override_the_model_settings(tiny_model_dir, tmp_path, capsys):
         (tiny_model_dir / SETTINGS_FILE).unlink()
 
 
-def test_a_models_per_style_skip_applies_to_prompts_in_that_style_unless_a_flag_says(tiny_model_dir, tmp_path, capsys):
-    settings = {"steps": 4, "size": "32x32", "skip": 8, "style_skip": {"Night Vision": 0, "sepia": 12}}
+def test_a_models_per_style_settings_apply_to_prompts_in_that_style_unless_a_flag_says(tiny_model_dir, tmp_path, capsys):
+    settings = {"steps": 4, "size": "32x32", "skip": 8, "text_scale": 3,
+                "style_settings": {"Night Vision": {"skip": 0, "text_scale": 7}, "sepia": {"skip": 12, "context_scale": 1.5}}}
     (tiny_model_dir / SETTINGS_FILE).write_text(json.dumps(settings))
     try:
-        for prompt, extra, skip in [("night vision style. a ring", [], 0), ("Sepia style. a ring", [], 2),
-                                    ("sketch style. a ring", [], 2), ("sepia style. a ring", ["--skip", "1"], 1),
-                                    ("sepia style. a ring", ["--style", "clay"], 0)]:  # fmt: skip
+        for prompt, extra, expected in [
+            ("night vision style. a ring", [], "(skip 0), cs-cfg w_t=7 w_c=4"),
+            ("Sepia style. a ring", [], "(skip 2), cs-cfg w_t=3 w_c=1.5"),
+            ("sketch style. a ring", [], "(skip 2), cs-cfg w_t=3 w_c=4"),
+            ("sepia style. a ring", ["--skip", "1", "--context-scale", "2"], "(skip 1), cs-cfg w_t=3 w_c=2"),
+            ("sepia style. a ring", ["--style", "clay"], "(skip 0), cs-cfg w_t=3 w_c=4"),
+            ("night vision style. a ring", ["--text-scale", "2"], "(skip 0), cs-cfg w_t=2 w_c=4"),
+        ]:  # fmt: skip
             argv = ["stylize", str(DEMO_CLIP), "-p", prompt, "-o", str(tmp_path / "a.mp4"), "--model", str(tiny_model_dir),
                     "--frames", "5", "--quiet", *extra]  # fmt: skip
             assert main(argv) == 0
-            assert f"4 steps (skip {skip})" in capsys.readouterr().out, (prompt, extra)
+            assert f"4 steps {expected}" in capsys.readouterr().out, (prompt, extra)
     finally:
         (tiny_model_dir / SETTINGS_FILE).unlink()
 
@@ -172,6 +182,24 @@ def test_quality_benchmark_runs_on_one_clip_and_one_style(tmp_path, capsys):
     assert (tmp_path / "bench" / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| pickstyle |" in (tmp_path / "bench" / "results.md").read_text()
     assert {r.name for r in ROWS} >= {"plain cfg", "zero null context", "static-clip adapter", "main-block adapter"}
+
+
+def test_the_one_setting_row_uses_the_model_wide_settings_instead_of_the_styles(tiny_model_dir):
+    rows = [row for row in ROWS if row.name in ("pickstyle", "one setting for all")]
+    clips = benchmark_clips(1, frames=5, size=32)
+    model_wide = {"steps": 4, "skip": 0, "text_scale": 3.0, "context_scale": 2.0}
+
+    def run(settings):
+        (tiny_model_dir / SETTINGS_FILE).write_text(json.dumps(settings))
+        try:
+            return run_rows(rows, ["sepia"], clips, progress=False, model=tiny_model_dir)[0]
+        finally:
+            (tiny_model_dir / SETTINGS_FILE).unlink()
+
+    per_style = run({**model_wide, "style_settings": {"sepia": {"skip": 8, "text_scale": 1.0}}})
+    assert per_style["pickstyle"]["sepia"] == run({**model_wide, "skip": 8, "text_scale": 1.0})["pickstyle"]["sepia"]
+    assert per_style["one setting for all"]["sepia"] == run(model_wide)["pickstyle"]["sepia"]
+    assert per_style["pickstyle"]["sepia"]["psnr"] != per_style["one setting for all"]["sepia"]["psnr"]
 
 
 def test_bench_rejects_unknown_rows(capsys):

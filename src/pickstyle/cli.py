@@ -308,11 +308,12 @@ def resolve_device_dtype(device: str, dtype: str):
     return torch_device, {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
 
 
-def resolve_model_settings(args) -> dict:
-    """Fill the stylize options left unset from the model's pickstyle.json, then from
-    STYLIZE_DEFAULTS. Without --model, the bundled toy model (said in one line). Returns the
-    model's settings."""
+def resolve_model_settings(args, prompt: str) -> dict:
+    """Fill the stylize options left unset from the model's pickstyle.json (with the entry of the
+    style `prompt` names, if any), then from STYLIZE_DEFAULTS. Without --model, the bundled toy
+    model (said in one line). Returns the settings for this prompt."""
     from .pipeline import model_settings
+    from .styles import prompt_settings
 
     bundled = args.model is None
     if bundled:
@@ -325,6 +326,7 @@ def resolve_model_settings(args) -> dict:
     if bundled:
         print("no --model: using the bundled toy model pickstyle-tiny (64x64, 9 frames; styles: "
               f"{', '.join(settings.get('styles', []))}); pass --model for Wan2.1-VACE")  # fmt: skip
+    settings = prompt_settings(settings, prompt)
     for key, default in STYLIZE_DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, settings.get(key, default))
@@ -334,7 +336,7 @@ def resolve_model_settings(args) -> dict:
 
 
 def cmd_stylize(args) -> int:
-    from .styles import get_style, model_skip, scale_skip
+    from .styles import get_style, scale_skip
     from .video import parse_size
 
     started = time.perf_counter()
@@ -342,15 +344,12 @@ def cmd_stylize(args) -> int:
     if not Path(args.input).exists():
         raise PickStyleError(f"{args.input}: no such file or folder")
     output = check_output_path(args.output)
-    settings = resolve_model_settings(args)
-    prompt, skip = args.prompt, args.skip
-    if args.style:
-        preset = get_style(args.style)
-        prompt = preset.prompt(prompt)
-        if skip is None:
-            skip = scale_skip(preset.skip_steps, args.steps)
+    preset = get_style(args.style) if args.style else None
+    prompt = preset.prompt(args.prompt) if preset else args.prompt
+    settings = resolve_model_settings(args, prompt)
+    skip = args.skip
     if skip is None:
-        skip = scale_skip(model_skip(settings, prompt, DEFAULT_SKIP), args.steps)
+        skip = scale_skip(preset.skip_steps if preset else settings.get("skip", DEFAULT_SKIP), args.steps)
     if skip >= args.steps:
         raise PickStyleError(f"--skip {skip}: must be less than --steps {args.steps}")
     if not prompt.strip():

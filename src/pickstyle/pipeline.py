@@ -32,13 +32,15 @@ DEFAULT_AREA = 480 * 832
 # A model folder may carry its recommended `pickstyle stylize` settings in this file: a JSON object
 # with any of these keys (the CLI's flag names), used as defaults for that model. "adapter" is a
 # path relative to the folder, loaded unless --adapter or --no-adapter says otherwise; "skip", like
-# a style preset's, is given for 20 steps and scaled to the steps used.
+# a style preset's, is given for 20 steps and scaled to the steps used; "style_settings" maps a style
+# name to its own skip and scales, for prompts that start with "<style> style.".
 SETTINGS_FILE = "pickstyle.json"
 SETTING_TYPES = {
     "size": str, "frames": int, "steps": int, "skip": int, "text_scale": float, "context_scale": float,
     "scheduler": str, "shift": float, "fps": float, "negative_prompt": str, "adapter": str, "name": str,
-    "styles": list, "description": str, "max_sequence_length": int, "style_skip": dict,
+    "styles": list, "description": str, "max_sequence_length": int, "style_settings": dict,
 }  # fmt: skip
+STYLE_SETTING_KEYS = ("skip", "text_scale", "context_scale")  # what "style_settings" may set per style
 
 
 class PickStylePipeline(WanVACEPipeline):
@@ -373,6 +375,15 @@ def load_pipeline(model: str, dtype=torch.bfloat16) -> PickStylePipeline:
         raise PickStyleError(f"{model}: could not load the model: {first}") from None
 
 
+def _check_setting(path: Path, name: str, value, kind: type) -> None:
+    """Raise a one-line error unless `value` is of `kind` (float: any number); a skip must be >= 0."""
+    ok = isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
+    if isinstance(value, bool) or not ok:
+        raise PickStyleError(f"{path}: {name} = {value!r} is not {'a number' if kind is float else kind.__name__}")
+    if name.endswith("skip") and value < 0:
+        raise PickStyleError(f"{path}: {name} = {value!r} is not a whole number of steps >= 0")
+
+
 def model_settings(model: str) -> dict:
     """The recommended settings in `model`/pickstyle.json ({} for hub ids and folders without one),
     checked against `SETTING_TYPES`; "adapter" becomes an absolute path."""
@@ -386,15 +397,17 @@ def model_settings(model: str) -> dict:
     if not isinstance(settings, dict):
         raise PickStyleError(f"{path}: expected a JSON object")
     for key, value in settings.items():
-        kind = SETTING_TYPES.get(key)
-        if kind is None:
+        if key not in SETTING_TYPES:
             raise PickStyleError(f"{path}: unknown key {key!r} (known: {', '.join(SETTING_TYPES)})")
-        ok = isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
-        if isinstance(value, bool) or not ok:
-            raise PickStyleError(f"{path}: {key} = {value!r} is not {'a number' if kind is float else kind.__name__}")
-    for style, skip in settings.get("style_skip", {}).items():
-        if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
-            raise PickStyleError(f"{path}: style_skip[{style!r}] = {skip!r} is not a whole number of steps >= 0")
+        _check_setting(path, key, value, SETTING_TYPES[key])
+    for style, entry in settings.get("style_settings", {}).items():
+        if not isinstance(entry, dict):
+            raise PickStyleError(f"{path}: style_settings[{style!r}] = {entry!r} is not an object")
+        for key, value in entry.items():
+            if key not in STYLE_SETTING_KEYS:
+                raise PickStyleError(f"{path}: style_settings[{style!r}] has unknown key {key!r} "
+                                     f"(known: {', '.join(STYLE_SETTING_KEYS)})")  # fmt: skip
+            _check_setting(path, f"style_settings[{style!r}].{key}", value, SETTING_TYPES[key])
     if "adapter" in settings:
         adapter = (path.parent / settings["adapter"]).resolve()
         if not adapter.exists():

@@ -4,9 +4,9 @@ rendered in each toy style, scored against the exact ground truth style(frame).
 Rows: the source unchanged (the floor), the ground truth (the ceiling), the ground truth through
 the model's VAE (the ceiling of anything generated in its latent space), PickStyle with the toy
 model's defaults (CS-CFG, permuted null context), and one change at a time: the zero null context,
-plain CFG, no guidance, one skip for every style (0, 4, 8), the style words without the scene description, no
-adapter, an adapter trained on static clips and an adapter on the main blocks instead of the
-VACE blocks. Per row and style: PSNR and SSIM against the ground truth, warping error, edge
+plain CFG, no guidance, one skip for every style (0, 4), the model-wide skip and scales instead
+of its settings per style, the style words without the scene description, no adapter, an
+adapter trained on static clips and an adapter on the main blocks instead of the VACE blocks. Per row and style: PSNR and SSIM against the ground truth, warping error, edge
 structure kept from the source, and how often the output is closest to its own style's truth.
 """
 
@@ -35,6 +35,7 @@ class Row:
     overrides: dict = field(default_factory=dict)
     describe: bool = True  # the prompt has the scene description after "<style> style."
     skip: int | None = None  # skip for 20 steps (scaled to the steps used); None: the model's
+    per_style: bool = True  # the model's settings per style (pickstyle.json's style_settings); False: its model-wide ones
 
 
 ROWS = [
@@ -47,7 +48,7 @@ ROWS = [
     Row("no guidance", "one pass per step", overrides={"guidance": "none"}),
     Row("skip 0", "start from pure noise", skip=0),
     Row("skip 4", "start at step 4 of 20 (scaled) from the noised source", skip=4),
-    Row("skip 8", "one skip for every style: step 8 of 20 (the model's skip per style otherwise)", skip=8),
+    Row("one setting for all", "the model-wide skip and scales for every style, not its settings per style", per_style=False),
     Row("style words only", "prompt '<style> style.' without the description", describe=False),
     Row("no adapter", "the base model alone", adapter=None),
     Row("static-clip adapter", "adapter trained without camera motion (--no-motion)", adapter="no-motion"),
@@ -134,6 +135,8 @@ def run_rows(rows, styles, clips, steps=None, seed=2025, progress=True, model=No
                     output = vae_round_trip(loaded[1], truth[style])
                 else:
                     _, pipe, settings = loaded
+                    if not row.per_style:
+                        settings = {k: v for k, v in settings.items() if k != "style_settings"}
                     overrides = dict(row.overrides, num_inference_steps=steps or settings.get("steps", 20))
                     if row.skip is not None:
                         overrides["skip_steps"] = scale_skip(row.skip, overrides["num_inference_steps"])

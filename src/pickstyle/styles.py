@@ -52,12 +52,12 @@ def scale_skip(skip_steps: int, num_steps: int) -> int:
     return min(num_steps - 1, round(skip_steps * num_steps / 20))
 
 
-def model_skip(settings: dict, prompt: str, default: int) -> int:
-    """The skip (of 20 steps) a model's settings (pickstyle.json) give a prompt: their
-    `style_skip` entry for the style the prompt names ("<style> style. ...", any case), as the
-    authors choose skip per style; else their `skip`; else `default`."""
+def prompt_settings(settings: dict, prompt: str) -> dict:
+    """A model's settings (pickstyle.json) for one prompt: the `style_settings` entry of the style
+    the prompt names ("<style> style. ...", any case) replaces the model-wide skip and scales, as
+    the authors choose skip per style."""
     head = prompt.strip().lower()
-    for style, skip in settings.get("style_skip", {}).items():
+    for style, entry in settings.get("style_settings", {}).items():
         if head.startswith(f"{style.lower()} style."):
-            return skip
-    return settings.get("skip", default)
+            return {**settings, **entry}
+    return settings

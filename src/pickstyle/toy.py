@@ -224,13 +224,14 @@ def toy_stylize(pipe, settings: dict, frames: np.ndarray, prompt: str, seed: int
     the toy model; `overrides` are `PickStylePipeline.__call__` arguments. Returns uint8 [T, H, W, 3]."""
     import torch
 
-    from .styles import model_skip, scale_skip
+    from .styles import prompt_settings, scale_skip
 
+    settings = prompt_settings(settings, prompt)
     steps = overrides.pop("num_inference_steps", settings.get("steps", 20))
     kwargs = dict(
         negative_prompt=settings.get("negative_prompt", ""),
         num_inference_steps=steps,
-        skip_steps=scale_skip(model_skip(settings, prompt, 4), steps),
+        skip_steps=scale_skip(settings.get("skip", 4), steps),
         text_guidance_scale=settings.get("text_scale", 5.0),
         context_guidance_scale=settings.get("context_scale", 4.0),
         max_sequence_length=settings.get("max_sequence_length", 512),
