@@ -75,6 +75,16 @@ def test_cs_cfg_apg_reduces_to_authors_formula_when_apg_is_identity():
     assert state.context is None
 
 
+def test_cs_cfg_apg_terms_of_scale_one_vanish_so_their_passes_can_be_skipped():
+    e_c, e_t0, e_0 = _preds(7)
+    with_null_context, _ = cs_cfg_apg(e_c, e_t0, e_0, 5.0, 1.0, APGState())
+    without, _ = cs_cfg_apg(e_c, e_t0, None, 5.0, 1.0, APGState())
+    torch.testing.assert_close(with_null_context, without)
+    torch.testing.assert_close(cs_cfg_apg(e_c, e_t0, e_0, 1.0, 1.0, APGState())[0], e_c)
+    # without APG the context term's weight is w_c itself: at w_c = 1 it stays
+    assert not torch.allclose(cs_cfg(e_c, e_t0, e_0, 1.0, 1.0), e_c)
+
+
 def test_cs_cfg_apg_threads_momentum_through_state():
     (a, b, c), (a2, b2, c2) = _preds(5), _preds(6)
     _, s1 = cs_cfg_apg(a, b, c, 5.0, 4.0, APGState())

@@ -90,6 +90,12 @@ def test_seed_reproduces_and_different_seeds_differ(tiny_components):
         (dict(guidance="cfg"), 2),
         (dict(guidance="cs-cfg"), 3),
         (dict(guidance="cs-cfg", context_guidance_scale=0.0), 2),
+        # a pass whose guidance term has weight 0 is skipped: w_t - 1 for text, w_c - 1 (APG) or w_c for context
+        (dict(text_guidance_scale=1.0, context_guidance_scale=1.0), 1),
+        (dict(context_guidance_scale=1.0), 2),
+        (dict(apg=False, context_guidance_scale=1.0), 3),
+        (dict(apg=False, text_guidance_scale=1.0, context_guidance_scale=0.0), 1),
+        (dict(guidance="cfg", text_guidance_scale=1.0), 1),
     ],
 )
 def test_number_of_predictions_per_step(tiny_components, kw, passes):

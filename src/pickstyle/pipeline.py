@@ -221,7 +221,10 @@ class PickStylePipeline(WanVACEPipeline):
                 every step from `generator`) or `"zero"` (the context of an all-zero video).
             apg: pass both guidance differences through adaptive projected guidance (default True,
                 as the authors run it), with `apg_momentum`, `apg_norm_threshold` (L2 norm cap) and
-                `apg_eta` (weight of the part parallel to the conditional prediction).
+                `apg_eta` (weight of the part parallel to the conditional prediction). With APG a
+                direction's weight is its scale - 1, without it w_c for the context direction; a
+                prediction that only a direction of weight 0 needs is not computed (w_t = w_c = 1
+                with APG: one pass per step).
             conditioning_scale: weight of the VACE hints (float or one per VACE layer).
             batch_guidance: run the 2 or 3 predictions of a step as one batch (faster on a large
                 GPU, more memory) instead of separate passes; the result is the same.
@@ -256,8 +259,10 @@ class PickStylePipeline(WanVACEPipeline):
             height, width = fit_size(*frame_size(video), area, self.size_multiple)
         source = to_video_tensor(video, height, width).to(device)
 
-        # 2. Text: the prompt and the null text.
-        use_null_text = guidance != "none"
+        # 2. Text: the prompt and the null text. A pass is run only if its guidance term has a weight:
+        # the context term's is w_c - 1 with APG and w_c without; the text term's is w_t - 1.
+        use_null_context = guidance == "cs-cfg" and context_guidance_scale not in ((0, 1) if apg else (0,))
+        use_null_text = guidance != "none" and (text_guidance_scale != 1 or use_null_context)
         prompt_embeds, negative_prompt_embeds = self.encode_prompt(
             prompt=prompt,
             negative_prompt=negative_prompt,
@@ -275,7 +280,6 @@ class PickStylePipeline(WanVACEPipeline):
         context = self.prepare_context(source, generator)
         source_latents = context[:, self.vae.config.z_dim : 2 * self.vae.config.z_dim].float()
         context = context.to(dtype)
-        use_null_context = guidance == "cs-cfg" and context_guidance_scale != 0
         zero_context = None
         if use_null_context and null_context == "zero":
             zero_context = self.prepare_context(torch.zeros_like(source), generator).to(dtype)
@@ -310,7 +314,7 @@ class PickStylePipeline(WanVACEPipeline):
                     branches.append((negative_prompt_embeds, null))
                 preds = self._predict(latents, t, branches, hint_scale, attention_kwargs, batch_guidance)
 
-                if guidance == "none":
+                if not use_null_text:
                     velocity = preds[0]
                 elif apg:
                     velocity, apg_state = cs_cfg_apg(
