@@ -523,6 +523,7 @@ def tune(clips: int = 2, steps: int = 20) -> dict:
     warp_vs_truth: {style: ratio}}], "default": {...}, "chosen": {style: {skip, text_scale,
     context_scale}}}."""
     from pickstyle.metrics import warp_error
+    from pickstyle.pipeline import STYLE_SETTING_KEYS
     from pickstyle.quality import psnr
     from pickstyle.toy import load_toy_pipeline, style_prompt, toy_stylize
 
@@ -543,10 +544,10 @@ def tune(clips: int = 2, steps: int = 20) -> dict:
                 row["warp_vs_truth"][style] = round(float(warp / truth_warp[style]), 2)
             grid.append(row)
             print(row, flush=True)
-    keys = ("skip", "text_scale", "context_scale")
     default = max(grid, key=lambda r: np.mean(list(r["psnr"].values())))
-    result = {"grid": grid, "default": {k: default[k] for k in keys},
-              "chosen": {style: {k: max(grid, key=lambda r: r["psnr"][style])[k] for k in keys} for style in STYLES}}
+    result = {"grid": grid, "default": {k: default[k] for k in STYLE_SETTING_KEYS},
+              "chosen": {style: {k: max(grid, key=lambda r: r["psnr"][style])[k] for k in STYLE_SETTING_KEYS}
+                         for style in STYLES}}  # fmt: skip
     (WORK / "tune.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({"default": result["default"], "chosen": result["chosen"]}))
     return result

@@ -379,12 +379,14 @@ def load_pipeline(model: str, dtype=torch.bfloat16) -> PickStylePipeline:
         raise PickStyleError(f"{model}: could not load the model: {first}") from None
 
 
-def _check_setting(path: Path, name: str, value, kind: type) -> None:
-    """Raise a one-line error unless `value` is of `kind` (float: any number); a skip must be >= 0."""
+def _check_setting(path: Path, name: str, key: str, value) -> None:
+    """Raise a one-line error (naming the setting `name`) unless `value` is of the type
+    SETTING_TYPES gives `key` (float: any number); a skip must be >= 0."""
+    kind = SETTING_TYPES[key]
     ok = isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
     if isinstance(value, bool) or not ok:
         raise PickStyleError(f"{path}: {name} = {value!r} is not {'a number' if kind is float else kind.__name__}")
-    if name.endswith("skip") and value < 0:
+    if key == "skip" and value < 0:
         raise PickStyleError(f"{path}: {name} = {value!r} is not a whole number of steps >= 0")
 
 
@@ -403,7 +405,7 @@ def model_settings(model: str) -> dict:
     for key, value in settings.items():
         if key not in SETTING_TYPES:
             raise PickStyleError(f"{path}: unknown key {key!r} (known: {', '.join(SETTING_TYPES)})")
-        _check_setting(path, key, value, SETTING_TYPES[key])
+        _check_setting(path, key, key, value)
     for style, entry in settings.get("style_settings", {}).items():
         if not isinstance(entry, dict):
             raise PickStyleError(f"{path}: style_settings[{style!r}] = {entry!r} is not an object")
@@ -411,7 +413,7 @@ def model_settings(model: str) -> dict:
             if key not in STYLE_SETTING_KEYS:
                 raise PickStyleError(f"{path}: style_settings[{style!r}] has unknown key {key!r} "
                                      f"(known: {', '.join(STYLE_SETTING_KEYS)})")  # fmt: skip
-            _check_setting(path, f"style_settings[{style!r}].{key}", value, SETTING_TYPES[key])
+            _check_setting(path, f"style_settings[{style!r}].{key}", key, value)
     if "adapter" in settings:
         adapter = (path.parent / settings["adapter"]).resolve()
         if not adapter.exists():
