@@ -544,10 +544,10 @@ def tune(clips: int = 2, steps: int = 20) -> dict:
                 row["warp_vs_truth"][style] = round(float(warp / truth_warp[style]), 2)
             grid.append(row)
             print(row, flush=True)
+    best = {style: max(grid, key=lambda r: r["psnr"][style]) for style in STYLES}
     default = max(grid, key=lambda r: np.mean(list(r["psnr"].values())))
     result = {"grid": grid, "default": {k: default[k] for k in STYLE_SETTING_KEYS},
-              "chosen": {style: {k: max(grid, key=lambda r: r["psnr"][style])[k] for k in STYLE_SETTING_KEYS}
-                         for style in STYLES}}  # fmt: skip
+              "chosen": {style: {k: row[k] for k in STYLE_SETTING_KEYS} for style, row in best.items()}}  # fmt: skip
     (WORK / "tune.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({"default": result["default"], "chosen": result["chosen"]}))
     return result

@@ -137,7 +137,7 @@ def run_rows(rows, styles, clips, steps=None, seed=2025, progress=True, model=No
                 else:
                     _, pipe, settings = loaded
                     if not row.per_style:
-                        settings = {k: v for k, v in settings.items() if k != "style_settings"}
+                        settings = dict(settings, style_settings={})
                     overrides = dict(row.overrides, num_inference_steps=steps or settings.get("steps", 20))
                     if row.skip is not None:
                         overrides["skip_steps"] = scale_skip(row.skip, overrides["num_inference_steps"])
