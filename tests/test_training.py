@@ -63,6 +63,18 @@ def test_flow_matching_loss_is_weighted_mse_of_the_velocity(tiny_components):
     assert loss.item() == pytest.approx(1.3 * ((pred - (noise - x0)) ** 2).mean().item(), rel=1e-5)
 
 
+def test_flow_matching_loss_with_one_timestep_per_clip_is_the_mean_of_each_clips_loss(tiny_components):
+    transformer = tiny_components["transformer"]
+    g = torch.Generator().manual_seed(1)
+    x0, noise = torch.randn(2, 16, 2, 4, 4, generator=g), torch.randn(2, 16, 2, 4, 4, generator=g)
+    context, text = torch.randn(2, 96, 2, 4, 4, generator=g), torch.randn(2, 7, 32, generator=g)
+    sigma, t, w = torch.tensor([0.2, 0.9]), torch.tensor([200.0, 900.0]), torch.tensor([0.5, 1.5])
+    both = flow_matching_loss(transformer, x0, context, text, sigma, t, w, noise)
+    alone = [flow_matching_loss(transformer, x0[i : i + 1], context[i : i + 1], text[i : i + 1], sigma[i], t[i], w[i], noise[i : i + 1]) for i in range(2)]
+    assert both.item() == pytest.approx((alone[0].item() + alone[1].item()) / 2, rel=1e-5)
+    assert alone[0].item() != pytest.approx(alone[1].item(), rel=1e-2)
+
+
 def test_training_encodes_equal_the_pipelines_one_clip_at_a_time(tiny_model_dir):
     pipe = load_pipeline(str(tiny_model_dir), torch.float32)
     g = torch.Generator().manual_seed(0)

@@ -24,6 +24,7 @@ from pickstyle.toy import STYLES, make_scene_clip
 WORK = Path(__file__).parent / "work"
 SIZE, FRAMES = 64, 9
 HELD_OUT_SEED = 10_000_000  # scenes from this seed on are never trained on
+WARMUP = 50  # steps of linear learning-rate warm-up when a stage resumes without its AdamW moments
 VAE_CONFIG = dict(
     base_dim=16,
     z_dim=16,
@@ -74,23 +75,30 @@ def _load_vae(folder: Path):
 
 
 def _train_loop(folder: Path, params, save_model, step_loss, minutes: float, lr: float, weight_decay: float,
-                log_every: int, checkpoint_minutes: float = 5.0, cooldown: int = 0) -> None:  # fmt: skip
+                log_every: int, checkpoint_minutes: float = 5.0, cooldown: int = 0, decay: bool = False) -> None:  # fmt: skip
     """The loop every stage shares: AdamW on `params` (gradient clip 1.0) for `minutes` of wall
     time, resumed from `folder` (state.json; optimizer.pt too where present: it stays out of git to
-    keep the repository small, so a fresh clone resumes with new AdamW moments); `step_loss(step)` returns the loss and
+    keep the repository small, so a fresh clone resumes with new AdamW moments, the learning rate
+    then warming up linearly over WARMUP steps); `step_loss(step)` returns the loss and
     a note for the log; a log line every `log_every` steps; `save_model(folder)` with the
     optimizer every `checkpoint_minutes` and at the end. `cooldown` > 0 starts the stage's last
     phase: the learning rate falls linearly from `lr` to 0 over that many steps from the current
-    one (kept in state.json, so a resumed call goes on with it), and the loop ends there."""
+    one (kept in state.json, so a resumed call goes on with it), and the loop ends there. `decay`:
+    the same, with the length set so that the rate reaches 0 as `minutes` run out, from the speed
+    of this call's steps 10-60 (the length is logged and kept in state.json)."""
     params = list(params)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     state = {"step": 0, "seconds": 0.0}
     if (folder / "state.json").is_file():
         state = json.loads((folder / "state.json").read_text())
+    warmup = WARMUP
     if (folder / "optimizer.pt").is_file():
         optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        warmup = 0
     if cooldown:
         state["cooldown"] = [state["step"], cooldown]
+    if decay:
+        state.pop("cooldown", None)
     first, length = state.get("cooldown", [0, 0])
 
     def save(seconds: float) -> None:
@@ -101,16 +109,23 @@ def _train_loop(folder: Path, params, save_model, step_loss, minutes: float, lr:
 
     log = (folder / "train.log").open("a")
     started = last_save = window = time.time()
-    losses = []
+    losses, done = [], 0
     while time.time() - started < minutes * 60 and not (length and state["step"] >= first + length):
         for group in optimizer.param_groups:
-            group["lr"] = lr * (1 - (state["step"] - first) / length) if length else lr
+            group["lr"] = lr * (1 - (state["step"] - first) / length if length else 1) * min(1, (done + 1) / (warmup or 1))
+        if decay and done == 10:
+            timed = time.time()
+        if decay and done == 60:
+            first, length = state["step"], int((minutes * 60 - (time.time() - started)) / ((time.time() - timed) / 50))
+            state["cooldown"] = [first, length]
+            log.write(f"decay: the learning rate falls linearly to 0 over steps {first}-{first + length}\n")
         loss, note = step_loss(state["step"])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         state["step"] += 1
+        done += 1
         losses.append(loss.item())
         if state["step"] % log_every == 0:
             seconds = (time.time() - window) / len(losses)
@@ -265,6 +280,49 @@ def _base_clip(seed: int, count: int):
     return frames, caption, rng
 
 
+def _inpaint_mask(rng: np.random.Generator) -> torch.Tensor:
+    """The inpainting split of a base clip, drawn by the clip's generator: a rectangle covering
+    1/16 to 1/4 of the frame, float [3, T, H, W], 1 inside."""
+    h, w = (int(v) for v in rng.integers(SIZE // 4, SIZE // 2 + 1, 2))
+    top, left = (int(v) for v in rng.integers(0, SIZE - h + 1, 2))
+    mask = torch.zeros(3, FRAMES, SIZE, SIZE)
+    mask[..., top : top + h, left : left + w] = 1
+    return mask
+
+
+class OnlineBaseClips(torch.utils.data.Dataset):
+    """The base's training clips made on the fly instead of read from the cache (for a GPU, where
+    encoding is cheap and the cache's 4500 clips would be seen hundreds of times): clip n is a
+    plain scene (seed sequence [n, 1]), or one in a toy style when n % 3 == 2 (a third, as in the
+    cache; seed sequence [n, 5], style n % 5). Item n: (uint8 frames [T, H, W, 3], the same in
+    grey, the inpainting mask [3, T, H, W], caption)."""
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, n: int):
+        frames, caption, rng = _base_clip(n, 0 if n % 3 == 2 else n + 1)
+        return frames, _gray(frames), _inpaint_mask(rng), caption
+
+
+def _encode_online_batch(pipe, batch, device) -> dict:
+    """A batch of OnlineBaseClips encoded on `device` as the cache holds it: {x0, inactive,
+    reactive, mask, gray, text} (float32)."""
+    frames, grays, masks, captions = batch
+    video = frames.to(device).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+    gray = grays.to(device).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+    mask = masks.to(device)
+    with torch.no_grad():
+        return {
+            "x0": pipe.encode_latents(video),
+            "inactive": pipe.encode_latents(video * (1 - mask)),
+            "reactive": pipe.encode_latents(video * mask),
+            "mask": torch.cat([pipe.prepare_masks(m[None], [[]]) for m in mask]),
+            "gray": pipe.encode_latents(gray),
+            "text": _embed(pipe, list(captions)),
+        }
+
+
 def retext_base(count: int) -> None:
     """Give the base being trained the current toy tokenizer, with a new frozen random umT5 for its
     vocabulary, and re-embed the cached captions with them (the cache holds `count` plain clips):
@@ -306,13 +364,9 @@ def cache_base_latents(count: int, styled: int = 0, batch: int = 8) -> None:
             frames, description, rng = _base_clip(seed, count)
             clips.append(_clip_tensor(frames))
             grays.append(_clip_tensor(_gray(frames)))
-            h, w = (int(v) for v in rng.integers(SIZE // 4, SIZE // 2 + 1, 2))
-            top, left = (int(v) for v in rng.integers(0, SIZE - h + 1, 2))
-            mask = torch.zeros(1, 3, FRAMES, SIZE, SIZE)
-            mask[..., top : top + h, left : left + w] = 1
-            masks.append(mask)
+            masks.append(_inpaint_mask(rng))
             texts.append(description)
-        video, mask = torch.stack(clips), torch.cat(masks)
+        video, mask = torch.stack(clips), torch.stack(masks)
         with torch.no_grad():
             parts["gray"] += pipe.encode_latents(torch.stack(grays)).half().unbind(0)
             if first >= done:
@@ -327,8 +381,8 @@ def cache_base_latents(count: int, styled: int = 0, batch: int = 8) -> None:
     tmp.replace(path)
 
 
-def _embed(pipe, text: str) -> torch.Tensor:
-    """The frozen text encoder's embedding of one caption: [1, 32, 64]."""
+def _embed(pipe, text: str | list[str]) -> torch.Tensor:
+    """The frozen text encoder's embedding of a caption or a list of N: [1 or N, 32, 64]."""
     with torch.no_grad():
         return pipe.encode_prompt(text, do_classifier_free_guidance=False, max_sequence_length=32)[0]
 
@@ -353,16 +407,17 @@ def _base_pipeline(folder: Path):
     return pipe
 
 
-def base_batch(cache: dict, empty: torch.Tensor, null_text: torch.Tensor, step: int, size: int):
+def base_batch(cache: dict, empty: torch.Tensor, null_text: torch.Tensor, step: int, size: int, in_order: bool = False):
     """Batch `step` of the base's tasks from the cache: (x0, context, text), float32. Each example
     is drawn with its task (TASKS): copy the context, generate from the caption with an empty
     context, inpaint the masked rectangle the caption describes, or colourise the clip in grey as
     the caption says (VACE's colourisation task: for a styled clip the caption's style word picks
     the palette; steps 0-3159 drew copy/generate/inpaint with 0.4/0.3/0.3); its caption is replaced by the
     empty text `null_text` [L, D] with probability 0.1 (as Wan drops text, so that classifier-free
-    guidance has an unconditional branch). `empty`: the latent of a black clip [16, T', H', W']."""
+    guidance has an unconditional branch). `empty`: the latent of a black clip [16, T', H', W'].
+    `in_order`: the batch is the cache's first `size` clips (an encoded online batch), not a draw."""
     rng = np.random.default_rng([step, 2])
-    idx = rng.integers(len(cache["x0"]), size=size)
+    idx = np.arange(size) if in_order else rng.integers(len(cache["x0"]), size=size)
     tasks = rng.choice(list(TASKS), size=size, p=list(TASKS.values()))
     x0 = cache["x0"][idx].float()
     ones = torch.ones_like(cache["mask"][0]).float()
@@ -377,34 +432,47 @@ def base_batch(cache: dict, empty: torch.Tensor, null_text: torch.Tensor, step: 
         else:
             contexts.append(torch.cat([cache["inactive"][i].float(), cache["reactive"][i].float(), cache["mask"][i].float()]))
     text = cache["text"][idx].float()
-    text[torch.from_numpy(rng.random(size) < 0.1)] = null_text
+    text[torch.from_numpy(rng.random(size) < 0.1).to(text.device)] = null_text
     return x0, torch.stack(contexts), text
 
 
-def train_base(minutes: float, lr: float = 4e-4, batch_size: int = 8, cooldown: int = 0) -> None:
-    """Train the VACE base from scratch on the cached clips with the rectified-flow objective of
-    `pickstyle train` (shift 3; one timestep per batch); `cooldown`: see `_train_loop`."""
+def train_base(minutes: float, lr: float = 4e-4, batch_size: int = 8, cooldown: int = 0, device: str = "cpu",
+               online: bool = False, decay: bool = False, workers: int = 8) -> None:  # fmt: skip
+    """Train the VACE base from scratch with the rectified-flow objective of `pickstyle train`
+    (shift 3; one timestep per clip; base steps 0-5830 drew one per batch) on the cached clips, or
+    with `online` on clips made by `workers` processes and encoded on `device` (OnlineBaseClips;
+    clip n of step k is k * batch_size + n). `cooldown`, `decay`: see `_train_loop`."""
     from pickstyle.training import flow_grid, flow_matching_loss, loss_weights
 
     folder = WORK / "base"
-    pipe = _base_pipeline(folder)
-    cache = torch.load(folder / "cache.pt", weights_only=True)
+    torch.set_float32_matmul_precision("high")  # TF32 matrix products on a GPU; no effect on a CPU
+    pipe = _base_pipeline(folder).to(device)
     transformer = pipe.transformer.train()
     with torch.no_grad():
-        empty = pipe.encode_latents(torch.zeros(1, 3, FRAMES, SIZE, SIZE))[0]
+        empty = pipe.encode_latents(torch.zeros(1, 3, FRAMES, SIZE, SIZE, device=device))[0]
     null_text = _embed(pipe, "")[0]
     sigmas, timesteps = flow_grid(3.0)
     weights = loss_weights(timesteps)
+    first = json.loads((folder / "state.json").read_text())["step"] if (folder / "state.json").is_file() else 0
+    if online:
+        sampler = range(first * batch_size, len(OnlineBaseClips()))
+        batches = iter(torch.utils.data.DataLoader(OnlineBaseClips(), batch_size, sampler=sampler, num_workers=workers,
+                                                   persistent_workers=workers > 0, prefetch_factor=4 if workers else None))  # fmt: skip
+    else:
+        cache = {k: v.to(device) for k, v in torch.load(folder / "cache.pt", weights_only=True).items()}
 
     def step_loss(step: int):
-        x0, context, text = base_batch(cache, empty, null_text, step, batch_size)
+        if online:
+            x0, context, text = base_batch(_encode_online_batch(pipe, next(batches), device), empty, null_text, step, batch_size, in_order=True)
+        else:
+            x0, context, text = base_batch(cache, empty, null_text, step, batch_size)
         g = torch.Generator().manual_seed(step)
-        i = int(torch.randint(0, 1000, (1,), generator=g))
-        noise = torch.randn(x0.shape, generator=g)
-        return flow_matching_loss(transformer, x0, context, text, sigmas[i], timesteps[i], weights[i], noise), ""
+        i = torch.randint(0, 1000, (batch_size,), generator=g)
+        noise = torch.randn(x0.shape, generator=torch.Generator(device).manual_seed(step), device=device)
+        return flow_matching_loss(transformer, x0, context, text, sigmas[i].to(device), timesteps[i].to(device), weights[i].to(device), noise), ""
 
     _train_loop(folder, transformer.parameters(), lambda f: pipe.save_pretrained(f / "model"), step_loss, minutes,
-                lr, 0.01, 50, cooldown=cooldown)  # fmt: skip
+                lr, 0.01, 50, cooldown=cooldown, decay=decay)  # fmt: skip
 
 
 @torch.no_grad()
@@ -490,9 +558,10 @@ def make_pairs() -> Path:
 ADAPTER_VARIANTS = {"pickstyle": [], "no-motion": ["--no-motion"], "main-qkv": ["--targets", "main-qkv"]}
 
 
-def train_adapter(variant: str, steps: int | None = None) -> None:
+def train_adapter(variant: str, steps: int | None = None, device: str = "cpu") -> None:
     """Train the toy adapter (or an ablation) with `pickstyle train` and toy/adapter.yaml into
-    toy/work/adapters/<variant>; resumes from its latest checkpoint when there is one."""
+    toy/work/adapters/<variant>, on the CPU or (`device` not "cpu") the GPU; resumes from its
+    latest checkpoint when there is one."""
     from pickstyle.cli import main as pickstyle
 
     manifest = WORK / "pairs" / "manifest.jsonl"
@@ -503,6 +572,8 @@ def train_adapter(variant: str, steps: int | None = None) -> None:
             "--data", str(manifest), "--output", str(output), *ADAPTER_VARIANTS[variant]]  # fmt: skip
     if steps:
         argv += ["--max-steps", str(steps)]
+    if device != "cpu":
+        argv.append("--no-cpu")
     if (output / "checkpoints").is_dir() and any((output / "checkpoints").iterdir()):
         argv.append("--resume")
     if pickstyle(argv):
@@ -618,6 +689,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="adapter: optimiser steps (default: toy/adapter.yaml's)")
     parser.add_argument("--minutes", type=float, default=60.0, help="wall time to train this call")
     parser.add_argument("--cooldown", type=int, default=0, help="base: end with the learning rate falling linearly to 0 over this many steps")
+    parser.add_argument("--decay", action="store_true", help="base: the learning rate falls linearly to 0 over this call's --minutes")
+    parser.add_argument("--device", default="cpu", help="base, adapter: where to train (cpu, cuda)")
+    parser.add_argument("--batch", type=int, default=8, help="base: clips per step")
+    parser.add_argument("--lr", type=float, default=4e-4, help="base: peak learning rate")
+    parser.add_argument("--online", action="store_true", help="base: make and encode clips on the fly instead of reading the cache (GPU)")
+    parser.add_argument("--workers", type=int, default=8, help="base --online: processes making clips")
     parser.add_argument("--clips", type=int, default=3000, help="base-cache, base-retext: plain clips (to encode, in the cache)")
     parser.add_argument("--styled", type=int, default=1500, help="base-cache: clips in the toy styles to encode")
     args = parser.parse_args()
@@ -635,7 +712,7 @@ def main() -> None:
         print(make_pairs())
         return
     if args.stage == "adapter":
-        train_adapter(args.variant, args.steps)
+        train_adapter(args.variant, args.steps, args.device)
         return
     if args.stage == "base-cache":
         cache_base_latents(args.clips, args.styled)
@@ -644,7 +721,7 @@ def main() -> None:
         retext_base(args.clips)
         return
     if args.stage == "base":
-        train_base(args.minutes, cooldown=args.cooldown)
+        train_base(args.minutes, args.lr, args.batch, args.cooldown, args.device, args.online, args.decay, args.workers)
         return
     if args.stage == "decoder":
         tune_decoder(args.minutes)

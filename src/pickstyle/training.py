@@ -59,18 +59,21 @@ def flow_matching_loss(transformer, x0, context, text, sigma, timestep, weight, 
     """w(t) * MSE between the transformer's velocity and eps - x0 at x_t = (1 - sigma) x0 + sigma eps.
 
     x0, noise: [B, 16, T', H', W'] float32; context: [B, 96, T', H', W']; text: [B, L, D];
-    sigma, timestep, weight: scalars (tensors).
+    sigma, timestep, weight: scalars (tensors), one for the batch, or [B], one per clip (the mean
+    of the clips' weighted MSEs).
     """
     dtype = next(p.dtype for name, p in transformer.named_parameters() if "lora_" not in name)  # the base's
+    sigma = sigma.reshape(-1, *[1] * (x0.dim() - 1))
     x_t = (1 - sigma) * x0 + sigma * noise
     pred = transformer(
         hidden_states=x_t.to(dtype),
-        timestep=timestep.expand(x0.shape[0]).to(x0.device),
+        timestep=timestep.reshape(-1).expand(x0.shape[0]).to(x0.device),
         encoder_hidden_states=text.to(dtype),
         control_hidden_states=context.to(dtype),
         return_dict=False,
     )[0]
-    return weight * torch.nn.functional.mse_loss(pred.float(), noise - x0)
+    per_clip = ((pred.float() - (noise - x0)) ** 2).flatten(1).mean(1)
+    return (weight * per_clip).mean()
 
 
 # ---------------------------------------------------------------------------------- determinism

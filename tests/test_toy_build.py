@@ -1,0 +1,65 @@
+"""toy/build.py's training machinery: the online clips of the base and the learning-rate schedule."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "toy"))
+import build  # noqa: E402
+
+from pickstyle.toy import luma  # noqa: E402
+
+
+def test_online_clips_are_deterministic_plain_or_styled_with_a_mask_of_a_sixteenth_to_a_quarter():
+    clips = build.OnlineBaseClips()
+    for n in range(6):
+        frames, gray, mask, caption = clips[n]
+        again = clips[n]
+        assert np.array_equal(frames, again[0]) and torch.equal(mask, again[2]) and caption == again[3]
+        assert frames.shape == (build.FRAMES, build.SIZE, build.SIZE, 3) and frames.dtype == np.uint8
+        np.testing.assert_array_equal(gray[..., 0], np.rint(luma(frames)).astype(np.uint8))
+        area = mask[0, 0].mean().item()
+        assert 1 / 16 - 1e-9 <= area <= 1 / 4 + 1e-9 and torch.equal(mask[:, 0], mask[:, -1])
+        assert caption.split(" style. ")[0] in build.STYLES if n % 3 == 2 else " style. " not in caption
+    assert not np.array_equal(clips[0][0], clips[1][0])
+
+
+def _run_loop(folder: Path, **kwargs) -> tuple[list, list]:
+    """_train_loop on one quadratic parameter, a log line per step: (steps seen, learning rates)."""
+    weight = torch.nn.Parameter(torch.ones(3))
+    seen = []
+
+    def step_loss(step):
+        seen.append(step)
+        return (weight**2).sum(), ""
+
+    log = folder / "train.log"
+    before = len(log.read_text().splitlines()) if log.is_file() else 0
+    build._train_loop(folder, [weight], lambda f: None, step_loss, lr=1e-2, weight_decay=0.0, log_every=1, **kwargs)
+    lines = [line for line in log.read_text().splitlines()[before:] if line.startswith("step ")]
+    return seen, [float(line.split(" lr ")[1].split()[0]) for line in lines]
+
+
+def test_train_loop_warms_up_without_adam_moments_and_cools_down_to_zero(tmp_path):
+    seen, lrs = _run_loop(tmp_path, minutes=5.0, cooldown=80)
+    assert seen == list(range(80)) and len(lrs) == 80  # the cooldown ends the call
+    assert lrs[0] == pytest.approx(1e-2 / build.WARMUP, rel=1e-2) and lrs[1] == pytest.approx(2e-2 / build.WARMUP * 79 / 80, rel=1e-2)
+    assert lrs[79] == pytest.approx(1e-2 / 80, rel=1e-2)
+    assert json.loads((tmp_path / "state.json").read_text()) == {"step": 80, "seconds": pytest.approx(0, abs=5), "cooldown": [0, 80]}
+    assert (tmp_path / "optimizer.pt").is_file()
+    seen2, lrs2 = _run_loop(tmp_path, minutes=5.0, cooldown=20)  # resumed with its moments: no warm-up
+    assert seen2 == list(range(80, 100)) and lrs2[0] == pytest.approx(1e-2, rel=1e-2)
+
+
+def test_train_loop_decay_fixes_its_length_from_the_speed_and_replaces_a_finished_cooldown(tmp_path):
+    (tmp_path / "state.json").write_text(json.dumps({"step": 500, "seconds": 1.0, "cooldown": [400, 100]}))
+    seen, _ = _run_loop(tmp_path, minutes=0.02, decay=True)
+    state = json.loads((tmp_path / "state.json").read_text())
+    first, length = state["cooldown"]
+    assert seen[0] == 500 and first == 560 and length > 0  # the finished cooldown did not stop it
+    assert state["step"] <= first + length
+    assert "decay: the learning rate falls linearly to 0" in (tmp_path / "train.log").read_text()
