@@ -42,9 +42,9 @@ def toy_clip(seed: int, style: str | None) -> torch.Tensor:
     return _clip_tensor(frames)
 
 
-def _clip_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 frames [T, H, W, 3] -> float [3, T, H, W] in [-1, 1]."""
-    return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1
+def _clip_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 frames [..., T, H, W, 3] -> float [..., 3, T, H, W] in [-1, 1] (on the frames' device)."""
+    return torch.as_tensor(frames).movedim(-1, -4).float() / 127.5 - 1
 
 
 def _gray(frames: np.ndarray) -> np.ndarray:
@@ -309,9 +309,7 @@ def _encode_online_batch(pipe, batch, device) -> dict:
     """A batch of OnlineBaseClips encoded on `device` as the cache holds it: {x0, inactive,
     reactive, mask, gray, text} (float32)."""
     frames, grays, masks, captions = batch
-    video = frames.to(device).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
-    gray = grays.to(device).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
-    mask = masks.to(device)
+    video, gray, mask = _clip_tensor(frames.to(device)), _clip_tensor(grays.to(device)), masks.to(device)
     with torch.no_grad():
         return {
             "x0": pipe.encode_latents(video),
@@ -453,16 +451,16 @@ def train_base(minutes: float, lr: float = 4e-4, batch_size: int = 8, cooldown: 
     null_text = _embed(pipe, "")[0]
     sigmas, timesteps = flow_grid(3.0)
     weights = loss_weights(timesteps)
-    first = json.loads((folder / "state.json").read_text())["step"] if (folder / "state.json").is_file() else 0
-    if online:
-        sampler = range(first * batch_size, len(OnlineBaseClips()))
-        batches = iter(torch.utils.data.DataLoader(OnlineBaseClips(), batch_size, sampler=sampler, num_workers=workers,
-                                                   persistent_workers=workers > 0, prefetch_factor=4 if workers else None))  # fmt: skip
-    else:
+    if not online:
         cache = {k: v.to(device) for k, v in torch.load(folder / "cache.pt", weights_only=True).items()}
+    batches = None  # online: the loader, started at the first step this call trains
 
     def step_loss(step: int):
+        nonlocal batches
         if online:
+            if batches is None:
+                batches = iter(torch.utils.data.DataLoader(OnlineBaseClips(), batch_size, sampler=range(step * batch_size, len(OnlineBaseClips())),
+                                                           num_workers=workers, persistent_workers=workers > 0, prefetch_factor=4 if workers else None))  # fmt: skip
             x0, context, text = base_batch(_encode_online_batch(pipe, next(batches), device), empty, null_text, step, batch_size, in_order=True)
         else:
             x0, context, text = base_batch(cache, empty, null_text, step, batch_size)
@@ -597,7 +595,7 @@ def tune(clips: int = 2, steps: int = 20) -> dict:
     ratio}}], "default": {...}, "chosen": {style: {skip, text_scale, context_scale}}}."""
     from pickstyle.metrics import warp_error
     from pickstyle.pipeline import STYLE_SETTING_KEYS
-    from pickstyle.quality import psnr
+    from pickstyle.quality import score
     from pickstyle.toy import load_toy_pipeline, style_prompt, toy_stylize
 
     pipe, _ = load_toy_pipeline(WORK / "base" / "model", adapter=str(WORK / "adapters" / "pickstyle" / "adapter"))
@@ -611,11 +609,11 @@ def tune(clips: int = 2, steps: int = 20) -> dict:
             settings = dict(TOY_SETTINGS, style_settings={}, steps=steps, **chosen)
             row = dict(chosen, psnr={}, own={}, warp_vs_truth={})
             for style in STYLES:
-                outs = [toy_stylize(pipe, settings, frames, style_prompt(style, text)) for frames, text in scenes]
-                row["psnr"][style] = round(float(np.mean([psnr(o, ts[style]) for o, ts in zip(outs, truths)])), 2)
-                row["own"][style] = float(np.mean([max(ts, key=lambda s: psnr(o, ts[s])) == style for o, ts in zip(outs, truths)]))
-                warp = np.mean([warp_error(o, frames) for o, (frames, _) in zip(outs, scenes)])
-                row["warp_vs_truth"][style] = round(float(warp / truth_warp[style]), 2)
+                scores = [score(toy_stylize(pipe, settings, frames, style_prompt(style, text)), frames, ts, style)
+                          for (frames, text), ts in zip(scenes, truths)]  # fmt: skip
+                row["psnr"][style] = round(float(np.mean([sc["psnr"] for sc in scores])), 2)
+                row["own"][style] = float(np.mean([sc["own_style_closest"] for sc in scores]))
+                row["warp_vs_truth"][style] = round(float(np.mean([sc["warp_error"] for sc in scores]) / truth_warp[style]), 2)
             grid.append(row)
             print(row, flush=True)
     best = {style: max([r for r in grid if r["own"][style] == 1] or grid, key=lambda r: r["psnr"][style]) for style in STYLES}
