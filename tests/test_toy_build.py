@@ -63,3 +63,13 @@ def test_train_loop_decay_fixes_its_length_from_the_speed_and_replaces_a_finishe
     assert seen[0] == 500 and first == 560 and length > 0  # the finished cooldown did not stop it
     assert state["step"] <= first + length
     assert "decay: the learning rate falls linearly to 0" in (tmp_path / "train.log").read_text()
+
+
+def test_tune_chooses_per_style_the_most_own_style_picks_then_psnr_and_the_best_mean_as_default():
+    def row(skip, psnr, own):
+        return {"skip": skip, "psnr": dict(zip(("a", "b"), psnr)), "own": dict(zip(("a", "b"), own))}
+
+    grid = [row(0, (20.0, 10.0), (0.5, 1.0)), row(2, (15.0, 12.0), (1.0, 1.0)), row(4, (16.0, 9.0), (1.0, 0.25))]
+    choice = build.choose_settings(grid, ("skip",))
+    assert choice["chosen"] == {"a": {"skip": 4}, "b": {"skip": 2}}
+    assert choice["default"] == {"skip": 0}  # mean PSNR 15.0 against 13.5 and 12.5
