@@ -148,6 +148,7 @@ def _bad_cases(tmp_path, model, source):
         "bad size": ([str(source), "--size", "big"], "big"),
         "size not a multiple of 16": ([str(source), "--size", "81x48"], "multiples of 16"),
         "frames not 4k+1": ([str(source), "--frames", "8"], "--frames 8"),
+        "lead-in not a multiple of 4": ([str(source), "--lead-in", "6"], "--lead-in 6"),
         "unwritable output": ([str(source), "-o", str(blocker / "out.mp4")], "a_file"),
         "output format": ([str(source), "-o", str(tmp_path / "out.avi")], "out.avi"),
     }

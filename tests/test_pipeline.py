@@ -214,6 +214,8 @@ def test_default_negative_prompt_is_wans(tiny_components):
         (dict(video=[]), "video"),
         (dict(height=30), "height"),
         (dict(num_frames=8), "num_frames"),
+        (dict(lead_in_frames=3), "lead_in_frames"),
+        (dict(lead_in_frames=12), "lead_in_frames"),
     ],
 )
 def test_bad_arguments_raise_one_line_errors(tiny_components, kw, named):
@@ -221,6 +223,18 @@ def test_bad_arguments_raise_one_line_errors(tiny_components, kw, named):
     with pytest.raises(PickStyleError) as err:
         _run(pipe, **kw)
     assert named in str(err.value) and "\n" not in str(err.value)
+
+
+def test_lead_in_generates_the_clip_after_its_mirrored_start_and_drops_that_start(tiny_components):
+    pipe = PickStylePipeline(**tiny_components)
+    video = moving_square_video()
+    led = _run(pipe, lead_in_frames=4, generator=torch.Generator().manual_seed(3))
+    padded = np.concatenate([video[4:0:-1], video])  # frames 4, 3, 2, 1, then 0..8
+    by_hand = _run(pipe, video=padded, generator=torch.Generator().manual_seed(3))
+    plain = _run(pipe, generator=torch.Generator().manual_seed(3))
+    assert led.shape == plain.shape == (9, 32, 32, 3)
+    np.testing.assert_array_equal(led, by_hand[4:])
+    assert np.abs(led - plain).max() > 1e-3
 
 
 def test_from_pretrained_round_trip(tiny_model_dir, tiny_components, tmp_path):

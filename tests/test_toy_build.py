@@ -65,11 +65,17 @@ def test_train_loop_decay_fixes_its_length_from_the_speed_and_replaces_a_finishe
     assert "decay: the learning rate falls linearly to 0" in (tmp_path / "train.log").read_text()
 
 
-def test_tune_chooses_per_style_the_most_own_style_picks_then_psnr_and_the_best_mean_as_default():
-    def row(skip, psnr, own):
-        return {"skip": skip, "psnr": dict(zip(("a", "b"), psnr)), "own": dict(zip(("a", "b"), own))}
+def test_tune_chooses_per_style_the_most_own_style_picks_then_the_warp_bar_then_psnr():
+    def row(skip, psnr, own, warp=(3.0, 3.0), styles=("a", "b")):
+        return {"skip": skip, "psnr": dict(zip(styles, psnr)), "own": dict(zip(styles, own)), "warp_vs_truth": dict(zip(styles, warp))}
 
     grid = [row(0, (20.0, 10.0), (0.5, 1.0)), row(2, (15.0, 12.0), (1.0, 1.0)), row(4, (16.0, 9.0), (1.0, 0.25))]
     choice = build.choose_settings(grid, ("skip",))
     assert choice["chosen"] == {"a": {"skip": 4}, "b": {"skip": 2}}
     assert choice["default"] == {"skip": 0}  # mean PSNR 15.0 against 13.5 and 12.5
+    # a row for one style (tune's stage 2): within the warp bar beats a better PSNR outside it
+    grid.append(row(6, (11.0,), (1.0,), (build.WARP_BAR,), styles=("b",)))
+    choice = build.choose_settings(grid, ("skip",))
+    assert choice["chosen"] == {"a": {"skip": 4}, "b": {"skip": 6}} and choice["default"] == {"skip": 0}
+    grid.append(row(8, (30.0,), (0.75,), (1.0,), styles=("b",)))  # fewer own-style picks lose
+    assert build.choose_settings(grid, ("skip",))["chosen"]["b"] == {"skip": 6}

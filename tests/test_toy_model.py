@@ -87,6 +87,7 @@ def test_model_settings_errors_name_the_file_and_key(tmp_path):
         ('{"style_settings": {"sepia": {"skip": 2.5}}}', "style_settings\\['sepia'\\].skip = 2.5 is not int"),
         ('{"style_settings": {"sepia": {"text_scale": "big"}}}', "text_scale = 'big' is not a number"),
         ('{"style_settings": {"sepia": {"shift": 3}}}', "style_settings\\['sepia'\\] has unknown key 'shift'"),
+        ('{"style_settings": {"sepia": {"lead_in": 2}}}', "style_settings\\['sepia'\\].lead_in = 2 is not a multiple of 4"),
     ]:
         path.write_text(text)
         with pytest.raises(PickStyleError, match=fragment) as err:
@@ -112,7 +113,8 @@ def test_flags_override_the_model_settings(tiny_model_dir, tmp_path, capsys):
 
 def test_a_models_per_style_settings_apply_to_prompts_in_that_style_unless_a_flag_says(tiny_model_dir, tmp_path, capsys):
     settings = {"steps": 4, "size": "32x32", "skip": 8, "text_scale": 3,
-                "style_settings": {"Night Vision": {"skip": 0, "text_scale": 7}, "sepia": {"skip": 12, "context_scale": 1.5}}}
+                "style_settings": {"Night Vision": {"skip": 0, "text_scale": 7}, "sepia": {"skip": 12, "context_scale": 1.5},
+                                   "thermal": {"lead_in": 4}}}
     (tiny_model_dir / SETTINGS_FILE).write_text(json.dumps(settings))
     try:
         for prompt, extra, expected in [
@@ -120,6 +122,8 @@ def test_a_models_per_style_settings_apply_to_prompts_in_that_style_unless_a_fla
             ("Sepia style. a ring", [], "(skip 2), cs-cfg w_t=3 w_c=1.5"),
             ("sketch style. a ring", [], "(skip 2), cs-cfg w_t=3 w_c=4"),
             ("sepia style. a ring", ["--skip", "1", "--context-scale", "2"], "(skip 1), cs-cfg w_t=3 w_c=2"),
+            ("thermal style. a ring", [], "(skip 2, lead-in 4), cs-cfg w_t=3 w_c=4"),
+            ("thermal style. a ring", ["--lead-in", "0"], "(skip 2), cs-cfg w_t=3 w_c=4"),
             ("sepia style. a ring", ["--style", "clay"], "(skip 0), cs-cfg w_t=3 w_c=4"),
             ("night vision style. a ring", ["--text-scale", "2"], "(skip 0), cs-cfg w_t=2 w_c=4"),
         ]:  # fmt: skip
@@ -200,6 +204,23 @@ def test_the_one_setting_row_uses_the_model_wide_settings_instead_of_the_styles(
     assert per_style["pickstyle"]["sepia"] == run({**model_wide, "skip": 8, "text_scale": 1.0})["pickstyle"]["sepia"]
     assert per_style["one setting for all"]["sepia"] == run(model_wide)["pickstyle"]["sepia"]
     assert per_style["pickstyle"]["sepia"]["psnr"] != per_style["one setting for all"]["sepia"]["psnr"]
+
+
+def test_the_no_lead_in_row_runs_the_styles_settings_without_their_lead_in(tiny_model_dir):
+    rows = [row for row in ROWS if row.name in ("pickstyle", "no lead-in")]
+    clips = benchmark_clips(1, frames=5, size=32)
+
+    def run(lead_in):
+        settings = {"steps": 4, "skip": 0, "text_scale": 3.0, "context_scale": 2.0, "style_settings": {"sepia": {"lead_in": lead_in}}}
+        (tiny_model_dir / SETTINGS_FILE).write_text(json.dumps(settings))
+        try:
+            return run_rows(rows, ["sepia"], clips, progress=False, model=tiny_model_dir)[0]
+        finally:
+            (tiny_model_dir / SETTINGS_FILE).unlink()
+
+    led, plain = run(4), run(0)
+    assert led["no lead-in"]["sepia"] == plain["pickstyle"]["sepia"] == plain["no lead-in"]["sepia"]
+    assert led["pickstyle"]["sepia"]["psnr"] != plain["pickstyle"]["sepia"]["psnr"]
 
 
 def test_bench_rejects_unknown_rows(capsys):

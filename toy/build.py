@@ -582,18 +582,21 @@ TUNE_SEED = HELD_OUT_SEED + 700  # validation clips for choosing the toy model's
 TUNE_CLIPS = 4  # validation clips (2 until step 7327's bundle: settings chosen on 2 picked the own style on 2 of 3 benchmark clips)
 TUNE_SKIPS = (0, 2, 4)  # of 20 steps (earlier bases were also tuned at 6, 8 and 10: never best for a style after step 5830)
 TUNE_SCALES = ((1.0, 1.0), (1.5, 1.0), (2.0, 1.0), (3.0, 1.0), (4.0, 1.0), (2.0, 1.5), (3.0, 1.5), (3.0, 2.0), (5.0, 2.0))  # (w_t, w_c); (1, 1) is no guidance
+TUNE_LEAD_INS = (4,)  # lead-in frames tried, in stage 2, at each style's choice of stage 1
+WARP_BAR = 1.5  # issue 5: a warping error within 1.5x the ground truth's
 
 
-def tune(clips: int = TUNE_CLIPS, steps: int = 20) -> dict:
-    """Choose the toy model's sampling settings on `clips` validation clips (not the benchmark's):
-    every style at every skip of TUNE_SKIPS and scales of TUNE_SCALES, scored by the PSNR against
-    its ground truth and by whether the output is nearer its own style's truth than any other's
-    (the two checks of issue 5 that settings can move). Each style gets its best PSNR among the
-    settings whose output is nearest its own truth on the most clips (the authors choose skip per
-    style); the model-wide default, for prompts in no toy style, is the
-    best mean PSNR over the styles. Writes toy/work/tune.json: {"grid": [{skip, text_scale,
-    context_scale, psnr: {style: dB}, own: {style: fraction of clips}, warp_vs_truth: {style:
-    ratio}}], "default": {...}, "chosen": {style: {skip, text_scale, context_scale}}}."""
+def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> dict:
+    """Choose the toy model's sampling settings on `clips` validation clips (not the benchmark's).
+    Stage 1: every style at every skip of TUNE_SKIPS and scales of TUNE_SCALES (no lead-in); stage
+    2: each style's stage-1 choice again with each lead-in of TUNE_LEAD_INS. Each setting is scored
+    per style by the PSNR against the style's truth, whether the output is nearer its own style's
+    truth than any other's, and its warping error over the truth's (the checks of issue 5);
+    `choose_settings` ranks them. `reuse_grid`: take stage 1 from toy/work/tune.json (rows
+    without a lead-in ran without one). Writes toy/work/tune.json: {"grid": [{skip, text_scale,
+    context_scale, lead_in, psnr: {style: dB}, own: {style: fraction of clips}, warp_vs_truth:
+    {style: ratio}}], "default": {...}, "chosen": {style: {skip, text_scale, context_scale,
+    lead_in}}}; stage-2 rows hold their one style."""
     from pickstyle.metrics import warp_error
     from pickstyle.pipeline import STYLE_SETTING_KEYS
     from pickstyle.quality import score
@@ -603,20 +606,26 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20) -> dict:
     scenes = [make_scene_clip(np.random.default_rng(TUNE_SEED + i), FRAMES, SIZE, SIZE) for i in range(clips)]
     truths = [{style: np.stack([fn(f) for f in frames]) for style, fn in STYLES.items()} for frames, _ in scenes]
     truth_warp = {style: np.mean([warp_error(ts[style], frames) for (frames, _), ts in zip(scenes, truths)]) for style in STYLES}
-    grid = []
-    for skip in TUNE_SKIPS:
-        for text_scale, context_scale in TUNE_SCALES:
-            chosen = {"skip": skip, "text_scale": text_scale, "context_scale": context_scale}
-            settings = dict(TOY_SETTINGS, style_settings={}, steps=steps, **chosen)
-            row = dict(chosen, psnr={}, own={}, warp_vs_truth={})
-            for style in STYLES:
-                scores = [score(toy_stylize(pipe, settings, frames, style_prompt(style, text)), frames, ts, style)
-                          for (frames, text), ts in zip(scenes, truths)]  # fmt: skip
-                row["psnr"][style] = round(float(np.mean([sc["psnr"] for sc in scores])), 2)
-                row["own"][style] = float(np.mean([sc["own_style_closest"] for sc in scores]))
-                row["warp_vs_truth"][style] = round(float(np.mean([sc["warp_error"] for sc in scores]) / truth_warp[style]), 2)
-            grid.append(row)
-            print(row, flush=True)
+
+    def rate(chosen: dict, styles) -> dict:
+        settings = dict(TOY_SETTINGS, style_settings={}, steps=steps, **chosen)
+        row = dict(chosen, psnr={}, own={}, warp_vs_truth={})
+        for style in styles:
+            scores = [score(toy_stylize(pipe, settings, frames, style_prompt(style, text)), frames, ts, style)
+                      for (frames, text), ts in zip(scenes, truths)]  # fmt: skip
+            row["psnr"][style] = round(float(np.mean([sc["psnr"] for sc in scores])), 2)
+            row["own"][style] = float(np.mean([sc["own_style_closest"] for sc in scores]))
+            row["warp_vs_truth"][style] = round(float(np.mean([sc["warp_error"] for sc in scores]) / truth_warp[style]), 2)
+        print(row, flush=True)
+        return row
+
+    if reuse_grid:
+        grid = [{"lead_in": 0, **row} for row in json.loads((WORK / "tune.json").read_text())["grid"] if not row.get("lead_in")]
+    else:
+        grid = [rate({"skip": skip, "text_scale": wt, "context_scale": wc, "lead_in": 0}, STYLES)
+                for skip in TUNE_SKIPS for wt, wc in TUNE_SCALES]  # fmt: skip
+    for style, chosen in choose_settings(grid, STYLE_SETTING_KEYS)["chosen"].items():
+        grid += [rate(dict(chosen, lead_in=lead_in), [style]) for lead_in in TUNE_LEAD_INS]
     result = {"grid": grid, **choose_settings(grid, STYLE_SETTING_KEYS)}
     (WORK / "tune.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({"default": result["default"], "chosen": result["chosen"]}))
@@ -624,11 +633,16 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20) -> dict:
 
 
 def choose_settings(grid: list[dict], keys) -> dict:
-    """From `tune`'s grid rows ({<keys>, psnr: {style: dB}, own: {style: fraction}}): per style the
-    row nearest its own truth on the most clips, ties broken by PSNR; the default, the row of best
-    mean PSNR. Returns {"default": {key: value}, "chosen": {style: {key: value}}}."""
-    best = {style: max(grid, key=lambda r: (r["own"][style], r["psnr"][style])) for style in grid[0]["psnr"]}
-    default = max(grid, key=lambda r: np.mean(list(r["psnr"].values())))
+    """From `tune`'s grid rows ({<keys>, psnr: {style: dB}, own: {style: fraction}, warp_vs_truth:
+    {style: ratio}}; a row may hold some styles only): per style the row nearest its own truth on
+    the most clips, then within WARP_BAR of the truth's warping error, then of the best PSNR; the
+    default, the row of best mean PSNR among those that hold every style. Returns {"default":
+    {key: value}, "chosen": {style: {key: value}}}."""
+    styles = max((row["psnr"] for row in grid), key=len)
+    best = {style: max((r for r in grid if style in r["psnr"]),
+                       key=lambda r: (r["own"][style], r["warp_vs_truth"][style] <= WARP_BAR, r["psnr"][style]))
+            for style in styles}  # fmt: skip
+    default = max((r for r in grid if len(r["psnr"]) == len(styles)), key=lambda r: np.mean(list(r["psnr"].values())))
     return {"default": {k: default[k] for k in keys}, "chosen": {style: {k: row[k] for k in keys} for style, row in best.items()}}
 
 
@@ -637,13 +651,13 @@ TOY_SETTINGS = {  # `pickstyle stylize` defaults for the toy model (src/pickstyl
     "name": "pickstyle-tiny",
     "description": "a toy stand-in for Wan2.1-VACE trained on two CPU cores (MODEL.md); toy styles only",
     "styles": list(STYLES), "size": f"{SIZE}x{SIZE}", "frames": FRAMES, "fps": 8.0, "steps": 20,
-    "skip": 0, "text_scale": 2.0, "context_scale": 1.0,  # tune.json's "default"
+    "skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 0,  # tune.json's "default"
     "style_settings": {  # tune.json's "chosen"
-        "sketch": {"skip": 0, "text_scale": 5.0, "context_scale": 2.0},
-        "sepia": {"skip": 4, "text_scale": 3.0, "context_scale": 1.0},
-        "blueprint": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0},
-        "thermal": {"skip": 2, "text_scale": 2.0, "context_scale": 1.0},
-        "night vision": {"skip": 0, "text_scale": 2.0, "context_scale": 1.0},
+        "sketch": {"skip": 0, "text_scale": 5.0, "context_scale": 2.0, "lead_in": 0},
+        "sepia": {"skip": 4, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 4},
+        "blueprint": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 0},
+        "thermal": {"skip": 2, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 0},
+        "night vision": {"skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 4},
     },
     "scheduler": "euler", "shift": 3.0, "negative_prompt": "",
     "max_sequence_length": 32, "adapter": "adapter",
@@ -703,6 +717,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=4e-4, help="base: peak learning rate")
     parser.add_argument("--online", action="store_true", help="base: make and encode clips on the fly instead of reading the cache (GPU)")
     parser.add_argument("--workers", type=int, default=8, help="base --online: processes making clips")
+    parser.add_argument("--reuse-grid", action="store_true", help="tune: take stage 1 (skips x scales) from work/tune.json, run stage 2 (lead-in)")
     parser.add_argument("--clips", type=int, default=3000, help="base-cache, base-retext: plain clips (to encode, in the cache)")
     parser.add_argument("--styled", type=int, default=1500, help="base-cache: clips in the toy styles to encode")
     args = parser.parse_args()
@@ -711,7 +726,7 @@ def main() -> None:
         print(json.dumps(check_base()))
         return
     if args.stage == "tune":
-        tune()
+        tune(reuse_grid=args.reuse_grid)
         return
     if args.stage == "export":
         export()

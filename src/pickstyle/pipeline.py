@@ -38,9 +38,9 @@ SETTINGS_FILE = "pickstyle.json"
 SETTING_TYPES = {
     "size": str, "frames": int, "steps": int, "skip": int, "text_scale": float, "context_scale": float,
     "scheduler": str, "shift": float, "fps": float, "negative_prompt": str, "adapter": str, "name": str,
-    "styles": list, "description": str, "max_sequence_length": int, "style_settings": dict,
+    "styles": list, "description": str, "max_sequence_length": int, "style_settings": dict, "lead_in": int,
 }  # fmt: skip
-STYLE_SETTING_KEYS = ("skip", "text_scale", "context_scale")  # what "style_settings" may set per style
+STYLE_SETTING_KEYS = ("skip", "text_scale", "context_scale", "lead_in")  # what "style_settings" may set per style
 
 
 class PickStylePipeline(WanVACEPipeline):
@@ -177,6 +177,7 @@ class PickStylePipeline(WanVACEPipeline):
         num_frames: int | None = None,
         num_inference_steps: int = 20,
         skip_steps: int = 4,
+        lead_in_frames: int = 0,
         guidance: str = "cs-cfg",
         text_guidance_scale: float = 5.0,
         context_guidance_scale: float = 4.0,
@@ -213,6 +214,10 @@ class PickStylePipeline(WanVACEPipeline):
             num_inference_steps: sampler steps N (default 20).
             skip_steps: k; sampling starts at step k from x = (1 - sigma_k) VAE(source) + sigma_k eps.
                 More skip keeps more of the source and stylises less. 0 starts from pure noise.
+            lead_in_frames: L, a multiple of the VAE's temporal stride (4), at most num_frames - 1:
+                source frames L..1 are put before the clip (mirrored in time), generated with it and
+                dropped, so that no output frame comes from the first latent frame, which the
+                causal VAE encodes from one frame alone (default 0). Costs L/4 more latent frames.
             guidance: `"cs-cfg"` (text and context directions), `"cfg"` (plain CFG, the context in
                 both branches) or `"none"` (one pass, no guidance).
             text_guidance_scale: w_t, the style (text) direction (default 5).
@@ -229,7 +234,7 @@ class PickStylePipeline(WanVACEPipeline):
             batch_guidance: run the 2 or 3 predictions of a step as one batch (faster on a large
                 GPU, more memory) instead of separate passes; the result is the same.
             generator: the source of every random draw (initial noise, then the permutations).
-            latents: the initial noise eps [1, 16, T', H', W'] instead of drawing it.
+            latents: the initial noise eps [1, 16, T', H', W'] instead of drawing it (T' counts the lead-in).
 
         Returns:
             `WanPipelineOutput` whose `frames[0]` is float32 [T, H, W, 3] in [0, 1] (`output_type="np"`).
@@ -246,7 +251,10 @@ class PickStylePipeline(WanVACEPipeline):
         device = self._execution_device
         dtype = self.transformer.dtype
 
-        # 1. Source frames: pick num_frames over the clip, resize to cover (height, width), crop.
+        # 1. Source frames: pick num_frames over the clip, resize to cover (height, width), crop;
+        # then the lead-in, frames L..1 mirrored before frame 0.
+        if not isinstance(lead_in_frames, int) or lead_in_frames < 0 or lead_in_frames % self.vae_scale_factor_temporal:
+            raise PickStyleError(f"lead_in_frames {lead_in_frames!r}: must be a multiple of {self.vae_scale_factor_temporal} >= 0")
         frames_available = len(video)
         if num_frames is None:
             num_frames = auto_num_frames(frames_available, temporal_stride=self.vae_scale_factor_temporal)
@@ -257,7 +265,12 @@ class PickStylePipeline(WanVACEPipeline):
             video = [video[i] for i in index] if isinstance(video, list) else video[index]
         if height is None or width is None:
             height, width = fit_size(*frame_size(video), area, self.size_multiple)
+        if lead_in_frames >= num_frames:
+            raise PickStyleError(f"lead_in_frames {lead_in_frames}: must be less than num_frames ({num_frames})")
         source = to_video_tensor(video, height, width).to(device)
+        if lead_in_frames:
+            source = torch.cat([source[:, :, 1 : lead_in_frames + 1].flip(2), source], dim=2)
+            num_frames += lead_in_frames
 
         # 2. Text: the prompt and the null text. A pass is run only if its guidance term has a weight:
         # the context term's is w_c - 1 with APG and w_c without; the text term's is w_t - 1.
@@ -333,11 +346,13 @@ class PickStylePipeline(WanVACEPipeline):
                 progress_bar.update()
         self._current_timestep = None
 
-        # 6. Decode.
+        # 6. Decode, and drop the lead-in (latents keep it).
         if output_type == "latent":
             frames = latents
         else:
             frames = self.decode_latents(latents, output_type)
+            if lead_in_frames:
+                frames = [f[lead_in_frames:] for f in frames] if isinstance(frames, list) else frames[:, lead_in_frames:]
         self.maybe_free_model_hooks()
         return WanPipelineOutput(frames=frames) if return_dict else (frames,)
 
@@ -381,13 +396,15 @@ def load_pipeline(model: str, dtype=torch.bfloat16) -> PickStylePipeline:
 
 def _check_setting(path: Path, name: str, key: str, value) -> None:
     """Raise a one-line error (naming the setting `name`) unless `value` is of the type
-    SETTING_TYPES gives `key` (float: any number); a skip must be >= 0."""
+    SETTING_TYPES gives `key` (float: any number); a skip must be >= 0, a lead-in a multiple of 4 >= 0."""
     kind = SETTING_TYPES[key]
     ok = isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
     if isinstance(value, bool) or not ok:
         raise PickStyleError(f"{path}: {name} = {value!r} is not {'a number' if kind is float else kind.__name__}")
     if key == "skip" and value < 0:
         raise PickStyleError(f"{path}: {name} = {value!r} is not a whole number of steps >= 0")
+    if key == "lead_in" and (value < 0 or value % 4):
+        raise PickStyleError(f"{path}: {name} = {value!r} is not a multiple of 4 frames >= 0")
 
 
 def model_settings(model: str) -> dict:

@@ -4,8 +4,8 @@ rendered in each toy style, scored against the exact ground truth style(frame).
 Rows: the source unchanged (the floor), the ground truth (the ceiling), the ground truth through
 the model's VAE (the ceiling of anything generated in its latent space), PickStyle with the toy
 model's defaults (CS-CFG, permuted null context), and one change at a time: the zero null context,
-plain CFG, no guidance, one skip for every style (0, 4), the model-wide skip and scales instead
-of its settings per style, the style words without the scene description, no adapter, an
+plain CFG, no guidance, one skip for every style (0, 4), no lead-in, the model-wide skip and
+scales instead of its settings per style, the style words without the scene description, no adapter, an
 adapter trained on static clips and an adapter on the main blocks instead of the VACE blocks.
 Per row and style: PSNR and SSIM against the ground truth, warping error, edge structure kept
 from the source, and how often the output is closest to its own style's truth.
@@ -49,6 +49,7 @@ ROWS = [
     Row("no guidance", "one pass per step", overrides={"guidance": "none"}),
     Row("skip 0", "start from pure noise", skip=0),
     Row("skip 4", "start at step 4 of 20 (scaled) from the noised source", skip=4),
+    Row("no lead-in", "no frames generated before the clip, for the styles whose settings have them", overrides={"lead_in_frames": 0}),
     Row("one setting for all", "the model-wide skip and scales for every style, not its settings per style", per_style=False),
     Row("style words only", "prompt '<style> style.' without the description", describe=False),
     Row("no adapter", "the base model alone", adapter=None),
