@@ -592,8 +592,7 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
     2: each style's stage-1 choice again with each lead-in of TUNE_LEAD_INS. Each setting is scored
     per style by the PSNR against the style's truth, whether the output is nearer its own style's
     truth than any other's, and its warping error over the truth's (the checks of issue 5);
-    `choose_settings` ranks them. `reuse_grid`: take stage 1 from toy/work/tune.json (rows
-    without a lead-in ran without one). Writes toy/work/tune.json: {"grid": [{skip, text_scale,
+    `choose_settings` ranks them. `reuse_grid`: take stage 1 from toy/work/tune.json. Writes toy/work/tune.json: {"grid": [{skip, text_scale,
     context_scale, lead_in, psnr: {style: dB}, own: {style: fraction of clips}, warp_vs_truth:
     {style: ratio}}], "default": {...}, "chosen": {style: {skip, text_scale, context_scale,
     lead_in}}}; stage-2 rows hold their one style."""
@@ -620,7 +619,7 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
         return row
 
     if reuse_grid:
-        grid = [{"lead_in": 0, **row} for row in json.loads((WORK / "tune.json").read_text())["grid"] if not row.get("lead_in")]
+        grid = [row for row in json.loads((WORK / "tune.json").read_text())["grid"] if row["lead_in"] == 0]
     else:
         grid = [rate({"skip": skip, "text_scale": wt, "context_scale": wc, "lead_in": 0}, STYLES)
                 for skip in TUNE_SKIPS for wt, wc in TUNE_SCALES]  # fmt: skip
