@@ -73,9 +73,8 @@ def test_tune_chooses_per_style_the_most_own_style_picks_then_the_warp_bar_then_
     choice = build.choose_settings(grid, ("skip",))
     assert choice["chosen"] == {"a": {"skip": 4}, "b": {"skip": 2}}
     assert choice["default"] == {"skip": 0}  # mean PSNR 15.0 against 13.5 and 12.5
-    # a row for one style (tune's stage 2): within the warp bar beats a better PSNR outside it
-    grid.append(row(6, (11.0,), (1.0,), (build.WARP_BAR,), styles=("b",)))
+    # within the warp bar beats a better PSNR outside it; fewer own-style picks lose to both
+    grid.append(row(6, (11.0, 11.0), (1.0, 1.0), (3.0, build.WARP_BAR)))
+    grid.append(row(8, (12.0, 30.0), (0.75, 0.75), (1.0, 1.0)))
     choice = build.choose_settings(grid, ("skip",))
-    assert choice["chosen"] == {"a": {"skip": 4}, "b": {"skip": 6}} and choice["default"] == {"skip": 0}
-    grid.append(row(8, (30.0,), (0.75,), (1.0,), styles=("b",)))  # fewer own-style picks lose
-    assert build.choose_settings(grid, ("skip",))["chosen"]["b"] == {"skip": 6}
+    assert choice["chosen"] == {"a": {"skip": 4}, "b": {"skip": 6}} and choice["default"] == {"skip": 8}

@@ -582,20 +582,20 @@ TUNE_SEED = HELD_OUT_SEED + 700  # validation clips for choosing the toy model's
 TUNE_CLIPS = 4  # validation clips (2 until step 7327's bundle: settings chosen on 2 picked the own style on 2 of 3 benchmark clips)
 TUNE_SKIPS = (0, 2, 4)  # of 20 steps (earlier bases were also tuned at 6, 8 and 10: never best for a style after step 5830)
 TUNE_SCALES = ((1.0, 1.0), (1.5, 1.0), (2.0, 1.0), (3.0, 1.0), (4.0, 1.0), (2.0, 1.5), (3.0, 1.5), (3.0, 2.0), (5.0, 2.0))  # (w_t, w_c); (1, 1) is no guidance
-TUNE_LEAD_INS = (4,)  # lead-in frames tried, in stage 2, at each style's choice of stage 1
+TUNE_LEAD_INS = (0, 4)  # lead-in frames (4 added the rows of stage 2 at step 7327's bundle; in the full grid since)
 WARP_BAR = 1.5  # issue 5: a warping error within 1.5x the ground truth's
 
 
 def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> dict:
-    """Choose the toy model's sampling settings on `clips` validation clips (not the benchmark's).
-    Stage 1: every style at every skip of TUNE_SKIPS and scales of TUNE_SCALES (no lead-in); stage
-    2: each style's stage-1 choice again with each lead-in of TUNE_LEAD_INS. Each setting is scored
-    per style by the PSNR against the style's truth, whether the output is nearer its own style's
-    truth than any other's, and its warping error over the truth's (the checks of issue 5);
-    `choose_settings` ranks them. `reuse_grid`: take stage 1 from toy/work/tune.json. Writes toy/work/tune.json: {"grid": [{skip, text_scale,
-    context_scale, lead_in, psnr: {style: dB}, own: {style: fraction of clips}, warp_vs_truth:
-    {style: ratio}}], "default": {...}, "chosen": {style: {skip, text_scale, context_scale,
-    lead_in}}}; stage-2 rows hold their one style."""
+    """Choose the toy model's sampling settings on `clips` validation clips (not the benchmark's):
+    every style at every skip of TUNE_SKIPS, scales of TUNE_SCALES and lead-in of TUNE_LEAD_INS.
+    Each setting is scored per style by the PSNR against the style's truth, whether the output is
+    nearer its own style's truth than any other's, and its warping error over the truth's (the
+    checks of issue 5); `choose_settings` ranks them. `reuse_grid`: keep the rows of
+    toy/work/tune.json that rate a grid setting for every style and compute only the others.
+    Writes toy/work/tune.json: {"grid": [{skip, text_scale, context_scale, lead_in, psnr: {style:
+    dB}, own: {style: fraction of clips}, warp_vs_truth: {style: ratio}}], "default": {...},
+    "chosen": {style: {skip, text_scale, context_scale, lead_in}}}, after every row."""
     from pickstyle.metrics import warp_error
     from pickstyle.pipeline import STYLE_SETTING_KEYS
     from pickstyle.quality import score
@@ -606,10 +606,10 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
     truths = [{style: np.stack([fn(f) for f in frames]) for style, fn in STYLES.items()} for frames, _ in scenes]
     truth_warp = {style: np.mean([warp_error(ts[style], frames) for (frames, _), ts in zip(scenes, truths)]) for style in STYLES}
 
-    def rate(chosen: dict, styles) -> dict:
+    def rate(chosen: dict) -> dict:
         settings = dict(TOY_SETTINGS, style_settings={}, steps=steps, **chosen)
         row = dict(chosen, psnr={}, own={}, warp_vs_truth={})
-        for style in styles:
+        for style in STYLES:
             scores = [score(toy_stylize(pipe, settings, frames, style_prompt(style, text)), frames, ts, style)
                       for (frames, text), ts in zip(scenes, truths)]  # fmt: skip
             row["psnr"][style] = round(float(np.mean([sc["psnr"] for sc in scores])), 2)
@@ -618,45 +618,42 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
         print(row, flush=True)
         return row
 
-    if reuse_grid:
-        grid = [row for row in json.loads((WORK / "tune.json").read_text())["grid"] if row["lead_in"] == 0]
-    else:
-        grid = [rate({"skip": skip, "text_scale": wt, "context_scale": wc, "lead_in": 0}, STYLES)
-                for skip in TUNE_SKIPS for wt, wc in TUNE_SCALES]  # fmt: skip
-    for style, chosen in choose_settings(grid, STYLE_SETTING_KEYS)["chosen"].items():
-        grid += [rate(dict(chosen, lead_in=lead_in), [style]) for lead_in in TUNE_LEAD_INS]
-    result = {"grid": grid, **choose_settings(grid, STYLE_SETTING_KEYS)}
-    (WORK / "tune.json").write_text(json.dumps(result, indent=1) + "\n")
+    settings = [{"skip": skip, "text_scale": wt, "context_scale": wc, "lead_in": lead_in}
+                for lead_in in TUNE_LEAD_INS for skip in TUNE_SKIPS for wt, wc in TUNE_SCALES]  # fmt: skip
+    stored = json.loads((WORK / "tune.json").read_text())["grid"] if reuse_grid else []
+    stored = {tuple(row[k] for k in STYLE_SETTING_KEYS): row for row in stored if len(row["psnr"]) == len(STYLES)}
+    grid = []
+    for chosen in settings:
+        grid.append(stored.get(tuple(chosen[k] for k in STYLE_SETTING_KEYS)) or rate(chosen))
+        result = {"grid": grid, **choose_settings(grid, STYLE_SETTING_KEYS)}
+        (WORK / "tune.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({"default": result["default"], "chosen": result["chosen"]}))
     return result
 
 
 def choose_settings(grid: list[dict], keys) -> dict:
     """From `tune`'s grid rows ({<keys>, psnr: {style: dB}, own: {style: fraction}, warp_vs_truth:
-    {style: ratio}}; a row may hold some styles only): per style the row nearest its own truth on
-    the most clips, then within WARP_BAR of the truth's warping error, then of the best PSNR; the
-    default, the row of best mean PSNR among those that hold every style. Returns {"default":
-    {key: value}, "chosen": {style: {key: value}}}."""
-    styles = max((row["psnr"] for row in grid), key=len)
-    best = {style: max((r for r in grid if style in r["psnr"]),
-                       key=lambda r: (r["own"][style], r["warp_vs_truth"][style] <= WARP_BAR, r["psnr"][style]))
-            for style in styles}  # fmt: skip
-    default = max((r for r in grid if len(r["psnr"]) == len(styles)), key=lambda r: np.mean(list(r["psnr"].values())))
+    {style: ratio}}): per style the row nearest its own truth on the most clips, then within
+    WARP_BAR of the truth's warping error, then of the best PSNR; the default, the row of best mean
+    PSNR. Returns {"default": {key: value}, "chosen": {style: {key: value}}}."""
+    best = {style: max(grid, key=lambda r: (r["own"][style], r["warp_vs_truth"][style] <= WARP_BAR, r["psnr"][style]))
+            for style in grid[0]["psnr"]}  # fmt: skip
+    default = max(grid, key=lambda r: np.mean(list(r["psnr"].values())))
     return {"default": {k: default[k] for k in keys}, "chosen": {style: {k: row[k] for k in keys} for style, row in best.items()}}
 
 
-DEMO_SEED, DEMO_FRAMES = 30_000_000, 33  # the bundled demo clip: a held-out scene, 33 frames at 8 fps
+DEMO_SEED, DEMO_FRAMES = 30_000_000, 18  # the bundled demo clip: a held-out scene, 18 frames at 8 fps (2 windows of 9)
 TOY_SETTINGS = {  # `pickstyle stylize` defaults for the toy model (src/pickstyle/assets/pickstyle-tiny/pickstyle.json)
     "name": "pickstyle-tiny",
     "description": "a toy stand-in for Wan2.1-VACE trained on two CPU cores (MODEL.md); toy styles only",
     "styles": list(STYLES), "size": f"{SIZE}x{SIZE}", "frames": FRAMES, "fps": 8.0, "steps": 20,
-    "skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 0,  # tune.json's "default"
+    "skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 4,  # tune.json's "default"
     "style_settings": {  # tune.json's "chosen"
-        "sketch": {"skip": 0, "text_scale": 5.0, "context_scale": 2.0, "lead_in": 0},
-        "sepia": {"skip": 4, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 4},
+        "sketch": {"skip": 0, "text_scale": 3.0, "context_scale": 1.5, "lead_in": 4},
+        "sepia": {"skip": 2, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 4},
         "blueprint": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 0},
-        "thermal": {"skip": 2, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 0},
-        "night vision": {"skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 4},
+        "thermal": {"skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 4},
+        "night vision": {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 4},
     },
     "scheduler": "euler", "shift": 3.0, "negative_prompt": "",
     "max_sequence_length": 32, "adapter": "adapter",
@@ -716,7 +713,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=4e-4, help="base: peak learning rate")
     parser.add_argument("--online", action="store_true", help="base: make and encode clips on the fly instead of reading the cache (GPU)")
     parser.add_argument("--workers", type=int, default=8, help="base --online: processes making clips")
-    parser.add_argument("--reuse-grid", action="store_true", help="tune: take stage 1 (skips x scales) from work/tune.json, run stage 2 (lead-in)")
+    parser.add_argument("--reuse-grid", action="store_true", help="tune: keep the settings already rated in work/tune.json, rate only the others")
     parser.add_argument("--clips", type=int, default=3000, help="base-cache, base-retext: plain clips (to encode, in the cache)")
     parser.add_argument("--styled", type=int, default=1500, help="base-cache: clips in the toy styles to encode")
     args = parser.parse_args()
