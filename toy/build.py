@@ -582,7 +582,7 @@ TUNE_SEED = HELD_OUT_SEED + 700  # validation clips for choosing the toy model's
 TUNE_CLIPS = 4  # validation clips (2 until step 7327's bundle: settings chosen on 2 picked the own style on 2 of 3 benchmark clips)
 TUNE_SKIPS = (0, 2, 4)  # of 20 steps (earlier bases were also tuned at 6, 8 and 10: never best for a style after step 5830)
 TUNE_SCALES = ((1.0, 1.0), (1.5, 1.0), (2.0, 1.0), (3.0, 1.0), (4.0, 1.0), (2.0, 1.5), (3.0, 1.5), (3.0, 2.0), (5.0, 2.0))  # (w_t, w_c); (1, 1) is no guidance
-TUNE_LEAD_INS = (0, 4)  # lead-in frames (4 added the rows of stage 2 at step 7327's bundle; in the full grid since)
+TUNE_LEAD_INS = (0, 4)  # lead-in frames (fd88076's bundle tried 4 only at each style's choice without it)
 WARP_BAR = 1.5  # issue 5: a warping error within 1.5x the ground truth's
 
 
@@ -592,10 +592,11 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
     Each setting is scored per style by the PSNR against the style's truth, whether the output is
     nearer its own style's truth than any other's, and its warping error over the truth's (the
     checks of issue 5); `choose_settings` ranks them. `reuse_grid`: keep the rows of
-    toy/work/tune.json that rate a grid setting for every style and compute only the others.
-    Writes toy/work/tune.json: {"grid": [{skip, text_scale, context_scale, lead_in, psnr: {style:
-    dB}, own: {style: fraction of clips}, warp_vs_truth: {style: ratio}}], "default": {...},
-    "chosen": {style: {skip, text_scale, context_scale, lead_in}}}, after every row."""
+    toy/work/tune.json rated on as many clips and steps, and rate only the others (so an
+    interrupted tune resumes). Writes toy/work/tune.json after every row: {"clips", "steps",
+    "grid": [{skip, text_scale, context_scale, lead_in, psnr: {style: dB}, own: {style: fraction
+    of clips}, warp_vs_truth: {style: ratio}}], "default": {...}, "chosen": {style: {skip,
+    text_scale, context_scale, lead_in}}}."""
     from pickstyle.metrics import warp_error
     from pickstyle.pipeline import STYLE_SETTING_KEYS
     from pickstyle.quality import score
@@ -620,12 +621,14 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
 
     settings = [{"skip": skip, "text_scale": wt, "context_scale": wc, "lead_in": lead_in}
                 for lead_in in TUNE_LEAD_INS for skip in TUNE_SKIPS for wt, wc in TUNE_SCALES]  # fmt: skip
-    stored = json.loads((WORK / "tune.json").read_text())["grid"] if reuse_grid else []
-    stored = {tuple(row[k] for k in STYLE_SETTING_KEYS): row for row in stored if len(row["psnr"]) == len(STYLES)}
+    stored = json.loads((WORK / "tune.json").read_text()) if reuse_grid else {}
+    if stored.get("clips") != clips or stored.get("steps") != steps:
+        stored = {"grid": []}
+    stored = {tuple(row[k] for k in STYLE_SETTING_KEYS): row for row in stored["grid"] if len(row["psnr"]) == len(STYLES)}
     grid = []
     for chosen in settings:
         grid.append(stored.get(tuple(chosen[k] for k in STYLE_SETTING_KEYS)) or rate(chosen))
-        result = {"grid": grid, **choose_settings(grid, STYLE_SETTING_KEYS)}
+        result = {"clips": clips, "steps": steps, "grid": grid, **choose_settings(grid, STYLE_SETTING_KEYS)}
         (WORK / "tune.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({"default": result["default"], "chosen": result["chosen"]}))
     return result
