@@ -619,15 +619,16 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
         print(row, flush=True)
         return row
 
+    def key(setting: dict) -> tuple:
+        return tuple(setting[k] for k in STYLE_SETTING_KEYS)
+
+    stored = json.loads((WORK / "tune.json").read_text()) if reuse_grid and (WORK / "tune.json").is_file() else {}
+    rated = {key(row): row for row in stored["grid"]} if (stored.get("clips"), stored.get("steps")) == (clips, steps) else {}
     settings = [{"skip": skip, "text_scale": wt, "context_scale": wc, "lead_in": lead_in}
                 for lead_in in TUNE_LEAD_INS for skip in TUNE_SKIPS for wt, wc in TUNE_SCALES]  # fmt: skip
-    stored = json.loads((WORK / "tune.json").read_text()) if reuse_grid else {}
-    if stored.get("clips") != clips or stored.get("steps") != steps:
-        stored = {"grid": []}
-    stored = {tuple(row[k] for k in STYLE_SETTING_KEYS): row for row in stored["grid"] if len(row["psnr"]) == len(STYLES)}
     grid = []
     for chosen in settings:
-        grid.append(stored.get(tuple(chosen[k] for k in STYLE_SETTING_KEYS)) or rate(chosen))
+        grid.append(rated.get(key(chosen)) or rate(chosen))
         result = {"clips": clips, "steps": steps, "grid": grid, **choose_settings(grid, STYLE_SETTING_KEYS)}
         (WORK / "tune.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({"default": result["default"], "chosen": result["chosen"]}))
@@ -716,7 +717,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=4e-4, help="base: peak learning rate")
     parser.add_argument("--online", action="store_true", help="base: make and encode clips on the fly instead of reading the cache (GPU)")
     parser.add_argument("--workers", type=int, default=8, help="base --online: processes making clips")
-    parser.add_argument("--reuse-grid", action="store_true", help="tune: keep the settings already rated in work/tune.json, rate only the others")
+    parser.add_argument("--reuse-grid", action="store_true", help="tune: keep the settings work/tune.json rated on as many clips and steps, rate only the others")
     parser.add_argument("--clips", type=int, default=3000, help="base-cache, base-retext: plain clips (to encode, in the cache)")
     parser.add_argument("--styled", type=int, default=1500, help="base-cache: clips in the toy styles to encode")
     args = parser.parse_args()
