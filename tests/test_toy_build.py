@@ -78,3 +78,41 @@ def test_tune_chooses_per_style_the_most_own_style_picks_then_the_warp_bar_then_
     grid.append(row(8, (12.0, 30.0), (0.75, 0.75), (1.0, 1.0)))
     choice = build.choose_settings(grid, ("skip",))
     assert choice["chosen"] == {"a": {"skip": 4}, "b": {"skip": 6}} and choice["default"] == {"skip": 8}
+
+
+def test_refine_rates_each_styles_shortlist_on_more_clips_and_resumes(tmp_path, monkeypatch):
+    styles = tuple(build.STYLES)
+    settings = [{"skip": skip, "text_scale": wt, "context_scale": 1.0, "lead_in": 0} for skip in (0, 2) for wt in (1.0, 2.0, 3.0)]
+    # on the tune's clips PSNR rises with w_t; on more clips skip 2 picks every style's own on all
+    grid = [dict(s, psnr={st: s["text_scale"] for st in styles}, own=dict.fromkeys(styles, 0.75), warp_vs_truth=dict.fromkeys(styles, 2.0))
+            for s in settings]  # fmt: skip
+    (tmp_path / "tune.json").write_text(json.dumps({"clips": 4, "steps": 20, "grid": grid, **build.choose_settings(grid, build.STYLE_SETTING_KEYS)}))
+    calls = []
+
+    def fake_rater(clips, steps):
+        def rate(setting, rated_styles):
+            calls.append((rated_styles, setting["skip"], setting["text_scale"]))
+            own = 1.0 if setting["skip"] == 2 else 0.5
+            return dict(setting, psnr=dict.fromkeys(rated_styles, 10.0), own=dict.fromkeys(rated_styles, own), warp_vs_truth=dict.fromkeys(rated_styles, 2.0))
+
+        return rate
+
+    monkeypatch.setattr(build, "WORK", tmp_path)
+    monkeypatch.setattr(build, "_rater", fake_rater)
+    result = build.refine(clips=12, top=2)
+    # the shortlist: per style the two best rows on 4 clips (w_t 3 at skips 0 and 2), one style each
+    assert sorted(calls) == sorted(((st,), skip, 3.0) for st in styles for skip in (0, 2))
+    assert all(len(row["psnr"]) == 1 for row in result["refine"]["rows"]) and len(result["refine"]["rows"]) == 2 * len(styles)
+    assert result["chosen"] == dict.fromkeys(styles, {"skip": 2, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0})
+    assert result["default"] == build.choose_settings(grid, build.STYLE_SETTING_KEYS)["default"]  # from the full grid
+    assert json.loads((tmp_path / "tune.json").read_text()) == result
+    calls.clear()
+    assert build.refine(clips=12, top=2) == result and calls == []  # resumed: nothing rated again
+    build.refine(clips=16, top=2)
+    assert len(calls) == 2 * len(styles)  # more clips: rated afresh
+
+
+def test_refine_without_a_tune_says_to_run_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(build, "WORK", tmp_path)
+    with pytest.raises(SystemExit, match="tune.json is missing: run `python toy/build.py tune` first"):
+        build.refine()

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pickstyle.pipeline import STYLE_SETTING_KEYS
 from pickstyle.toy import STYLES, make_scene_clip
 
 WORK = Path(__file__).parent / "work"
@@ -586,19 +587,12 @@ TUNE_LEAD_INS = (0, 4)  # lead-in frames (fd88076's bundle tried 4 only at each 
 WARP_BAR = 1.5  # issue 5: a warping error within 1.5x the ground truth's
 
 
-def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> dict:
-    """Choose the toy model's sampling settings on `clips` validation clips (not the benchmark's):
-    every style at every skip of TUNE_SKIPS, scales of TUNE_SCALES and lead-in of TUNE_LEAD_INS.
-    Each setting is scored per style by the PSNR against the style's truth, whether the output is
-    nearer its own style's truth than any other's, and its warping error over the truth's (the
-    checks of issue 5); `choose_settings` ranks them. `reuse_grid`: keep the rows of
-    toy/work/tune.json rated on as many clips and steps, and rate only the others (so an
-    interrupted tune resumes). Writes toy/work/tune.json after every row: {"clips", "steps",
-    "grid": [{skip, text_scale, context_scale, lead_in, psnr: {style: dB}, own: {style: fraction
-    of clips}, warp_vs_truth: {style: ratio}}], "default": {...}, "chosen": {style: {skip,
-    text_scale, context_scale, lead_in}}}."""
+def _rater(clips: int, steps: int):
+    """A function rating one sampling setting ({skip, text_scale, context_scale, lead_in}) for
+    some styles on the first `clips` validation clips: {<setting>, psnr: {style: dB}, own: {style:
+    fraction of clips nearest its own style's truth}, warp_vs_truth: {style: warping error over the
+    truth's}} (the checks of issue 5)."""
     from pickstyle.metrics import warp_error
-    from pickstyle.pipeline import STYLE_SETTING_KEYS
     from pickstyle.quality import score
     from pickstyle.toy import load_toy_pipeline, style_prompt, toy_stylize
 
@@ -607,10 +601,10 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
     truths = [{style: np.stack([fn(f) for f in frames]) for style, fn in STYLES.items()} for frames, _ in scenes]
     truth_warp = {style: np.mean([warp_error(ts[style], frames) for (frames, _), ts in zip(scenes, truths)]) for style in STYLES}
 
-    def rate(chosen: dict) -> dict:
-        settings = dict(TOY_SETTINGS, style_settings={}, steps=steps, **chosen)
-        row = dict(chosen, psnr={}, own={}, warp_vs_truth={})
-        for style in STYLES:
+    def rate(setting: dict, styles=tuple(STYLES)) -> dict:
+        settings = dict(TOY_SETTINGS, style_settings={}, steps=steps, **setting)
+        row = dict(setting, psnr={}, own={}, warp_vs_truth={})
+        for style in styles:
             scores = [score(toy_stylize(pipe, settings, frames, style_prompt(style, text)), frames, ts, style)
                       for (frames, text), ts in zip(scenes, truths)]  # fmt: skip
             row["psnr"][style] = round(float(np.mean([sc["psnr"] for sc in scores])), 2)
@@ -619,31 +613,88 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
         print(row, flush=True)
         return row
 
-    def key(setting: dict) -> tuple:
-        return tuple(setting[k] for k in STYLE_SETTING_KEYS)
+    return rate
 
+
+def _setting_key(row: dict) -> tuple:
+    return tuple(row[k] for k in STYLE_SETTING_KEYS)
+
+
+def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> dict:
+    """Choose the toy model's sampling settings on `clips` validation clips (not the benchmark's):
+    every style at every skip of TUNE_SKIPS, scales of TUNE_SCALES and lead-in of TUNE_LEAD_INS,
+    each rated as `_rater` says; `choose_settings` ranks them. `reuse_grid`: keep the rows of
+    toy/work/tune.json rated on as many clips and steps, and rate only the others (so an
+    interrupted tune resumes). Writes toy/work/tune.json after every row: {"clips", "steps",
+    "grid": [rows], "default": {skip, text_scale, context_scale, lead_in}, "chosen": {style:
+    {...}}}; `refine` then narrows "chosen" on more clips."""
+    rate = _rater(clips, steps)
     stored = json.loads((WORK / "tune.json").read_text()) if reuse_grid and (WORK / "tune.json").is_file() else {}
-    rated = {key(row): row for row in stored["grid"]} if (stored.get("clips"), stored.get("steps")) == (clips, steps) else {}
+    rated = {_setting_key(row): row for row in stored["grid"]} if (stored.get("clips"), stored.get("steps")) == (clips, steps) else {}
     settings = [{"skip": skip, "text_scale": wt, "context_scale": wc, "lead_in": lead_in}
                 for lead_in in TUNE_LEAD_INS for skip in TUNE_SKIPS for wt, wc in TUNE_SCALES]  # fmt: skip
     grid = []
-    for chosen in settings:
-        grid.append(rated.get(key(chosen)) or rate(chosen))
+    for setting in settings:
+        grid.append(rated.get(_setting_key(setting)) or rate(setting))
         result = {"clips": clips, "steps": steps, "grid": grid, **choose_settings(grid, STYLE_SETTING_KEYS)}
-        (WORK / "tune.json").write_text(json.dumps(result, indent=1) + "\n")
+        _write_tune(result)
     print(json.dumps({"default": result["default"], "chosen": result["chosen"]}))
     return result
 
 
+REFINE_TOP = 8  # settings per style that `refine` rates again
+REFINE_CLIPS = 12  # validation clips for them (the first TUNE_CLIPS are tune's)
+
+
+def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
+    """Successive halving on `tune`'s grid: per style, its `top` settings by `rank_key` on the
+    tune's clips are rated again on `clips` validation clips (the tune's first), for that style
+    only, and the style takes the best of them by the same key (4 clips cannot tell a style picked
+    on 70% of clips from one picked on all). Adds to toy/work/tune.json, after every row, "refine":
+    {"clips", "steps", "top", "rows": [rows rating one style each]} and replaces "chosen"; resumes
+    from the rows it finds there for as many clips and steps. Returns the new tune.json."""
+    path = WORK / "tune.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: run `python toy/build.py tune` first")
+    result = json.loads(path.read_text())
+    shortlist = [(style, _setting_key(row)) for style in STYLES
+                 for row in sorted(result["grid"], key=lambda r: rank_key(r, style), reverse=True)[:top]]  # fmt: skip
+    stored = result.get("refine", {})
+    same = (stored.get("clips"), stored.get("steps")) == (clips, result["steps"])
+    rated = {(*r["psnr"], _setting_key(r)): r for r in stored.get("rows", [])} if same else {}
+    rate, rows = None, []
+    for style, setting in shortlist:
+        if (style, setting) not in rated:
+            rate = rate or _rater(clips, result["steps"])
+            rated[style, setting] = rate(dict(zip(STYLE_SETTING_KEYS, setting)), (style,))
+        rows.append(rated[style, setting])
+        result["refine"] = {"clips": clips, "steps": result["steps"], "top": top, "rows": rows}
+        result["chosen"] = {**choose_settings(result["grid"], STYLE_SETTING_KEYS)["chosen"], **choose_settings(rows, STYLE_SETTING_KEYS)["chosen"]}
+        _write_tune(result)
+    print(json.dumps({"chosen": result["chosen"]}))
+    return result
+
+
+def _write_tune(result: dict) -> None:
+    (WORK / "tune.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
+def rank_key(row: dict, style: str) -> tuple:
+    """How `tune` ranks a grid row for a style: nearest its own style's truth on the most clips,
+    then within WARP_BAR of the truth's warping error, then the best PSNR."""
+    return (row["own"][style], row["warp_vs_truth"][style] <= WARP_BAR, row["psnr"][style])
+
+
 def choose_settings(grid: list[dict], keys) -> dict:
-    """From `tune`'s grid rows ({<keys>, psnr: {style: dB}, own: {style: fraction}, warp_vs_truth:
-    {style: ratio}}): per style the row nearest its own truth on the most clips, then within
-    WARP_BAR of the truth's warping error, then of the best PSNR; the default, the row of best mean
-    PSNR. Returns {"default": {key: value}, "chosen": {style: {key: value}}}."""
-    best = {style: max(grid, key=lambda r: (r["own"][style], r["warp_vs_truth"][style] <= WARP_BAR, r["psnr"][style]))
-            for style in grid[0]["psnr"]}  # fmt: skip
-    default = max(grid, key=lambda r: np.mean(list(r["psnr"].values())))
-    return {"default": {k: default[k] for k in keys}, "chosen": {style: {k: row[k] for k in keys} for style, row in best.items()}}
+    """From rated rows ({<keys>, psnr: {style: dB}, own: {style: fraction}, warp_vs_truth:
+    {style: ratio}}, rating all styles or some): per style its best row by `rank_key`; the
+    default, the row of best mean PSNR among those rating every style. Returns {"default": {key:
+    value}, "chosen": {style: {key: value}}}."""
+    styles = list(dict.fromkeys(style for r in grid for style in r["psnr"]))
+    best = {style: max((r for r in grid if style in r["psnr"]), key=lambda r: rank_key(r, style)) for style in styles}
+    full = [r for r in grid if len(r["psnr"]) == len(styles)]
+    default = max(full, key=lambda r: np.mean(list(r["psnr"].values()))) if full else None
+    return {"default": default and {k: default[k] for k in keys}, "chosen": {style: {k: row[k] for k in keys} for style, row in best.items()}}
 
 
 DEMO_SEED, DEMO_FRAMES = 30_000_000, 18  # the bundled demo clip: a held-out scene, 18 frames at 8 fps (2 windows of 9)
@@ -706,7 +757,7 @@ def export(settings: dict | None = None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("vae", "vae-ceiling", "decoder", "base-cache", "base-retext", "base", "base-check", "pairs", "adapter", "tune", "export"))
+    parser.add_argument("stage", choices=("vae", "vae-ceiling", "decoder", "base-cache", "base-retext", "base", "base-check", "pairs", "adapter", "tune", "refine", "export"))
     parser.add_argument("--variant", choices=tuple(ADAPTER_VARIANTS), default="pickstyle", help="adapter: which")
     parser.add_argument("--steps", type=int, help="adapter: optimiser steps (default: toy/adapter.yaml's)")
     parser.add_argument("--minutes", type=float, default=60.0, help="wall time to train this call")
@@ -727,6 +778,9 @@ def main() -> None:
         return
     if args.stage == "tune":
         tune(reuse_grid=args.reuse_grid)
+        return
+    if args.stage == "refine":
+        refine()
         return
     if args.stage == "export":
         export()
