@@ -628,14 +628,16 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
     interrupted tune resumes). Writes toy/work/tune.json after every row: {"clips", "steps",
     "grid": [rows], "default": {skip, text_scale, context_scale, lead_in}, "chosen": {style:
     {...}}}; `refine` then narrows "chosen" on more clips."""
-    rate = _rater(clips, steps)
     stored = json.loads((WORK / "tune.json").read_text()) if reuse_grid and (WORK / "tune.json").is_file() else {}
     rated = {_setting_key(row): row for row in stored["grid"]} if (stored.get("clips"), stored.get("steps")) == (clips, steps) else {}
     settings = [{"skip": skip, "text_scale": wt, "context_scale": wc, "lead_in": lead_in}
                 for lead_in in TUNE_LEAD_INS for skip in TUNE_SKIPS for wt, wc in TUNE_SCALES]  # fmt: skip
-    grid = []
+    rate, grid = None, []
     for setting in settings:
-        grid.append(rated.get(_setting_key(setting)) or rate(setting))
+        if _setting_key(setting) not in rated:
+            rate = rate or _rater(clips, steps)  # loads the model only when a row is left to rate
+            rated[_setting_key(setting)] = rate(setting)
+        grid.append(rated[_setting_key(setting)])
         result = {"clips": clips, "steps": steps, "grid": grid, **choose_settings(grid, STYLE_SETTING_KEYS)}
         _write_tune(result)
     print(json.dumps({"default": result["default"], "chosen": result["chosen"]}))
@@ -662,6 +664,7 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
     stored = result.get("refine", {})
     same = (stored.get("clips"), stored.get("steps")) == (clips, result["steps"])
     rated = {(*r["psnr"], _setting_key(r)): r for r in stored.get("rows", [])} if same else {}
+    from_grid = choose_settings(result["grid"], STYLE_SETTING_KEYS)["chosen"]  # for styles not yet refined
     rate, rows = None, []
     for style, setting in shortlist:
         if (style, setting) not in rated:
@@ -669,7 +672,7 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
             rated[style, setting] = rate(dict(zip(STYLE_SETTING_KEYS, setting)), (style,))
         rows.append(rated[style, setting])
         result["refine"] = {"clips": clips, "steps": result["steps"], "top": top, "rows": rows}
-        result["chosen"] = {**choose_settings(result["grid"], STYLE_SETTING_KEYS)["chosen"], **choose_settings(rows, STYLE_SETTING_KEYS)["chosen"]}
+        result["chosen"] = {**from_grid, **choose_settings(rows, STYLE_SETTING_KEYS)["chosen"]}
         _write_tune(result)
     print(json.dumps({"chosen": result["chosen"]}))
     return result
