@@ -99,6 +99,7 @@ def test_refine_rates_each_styles_shortlist_on_more_clips_and_resumes(tmp_path, 
 
     monkeypatch.setattr(build, "WORK", tmp_path)
     monkeypatch.setattr(build, "_rater", fake_rater)
+    monkeypatch.setattr(build, "adapter_id", lambda: "adapter-a")
     result = build.refine(clips=12, top=2)
     # the shortlist: per style the two best rows on 4 clips (w_t 3 at skips 0 and 2), one style each
     assert sorted(calls) == sorted(((st,), skip, 3.0) for st in styles for skip in (0, 2))
@@ -110,6 +111,62 @@ def test_refine_rates_each_styles_shortlist_on_more_clips_and_resumes(tmp_path, 
     assert build.refine(clips=12, top=2) == result and calls == []  # resumed: nothing rated again
     build.refine(clips=16, top=2)
     assert len(calls) == 2 * len(styles)  # more clips: rated afresh
+    calls.clear()
+    monkeypatch.setattr(build, "adapter_id", lambda: "adapter-b")
+    assert build.refine(clips=16, top=2)["refine"]["adapter"] == "adapter-b"
+    assert len(calls) == 2 * len(styles)  # another adapter: rated afresh
+
+
+def test_tune_resumes_only_rows_rated_with_the_same_adapter(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_rater(clips, steps):
+        def rate(setting, rated_styles=tuple(build.STYLES)):
+            calls.append(setting)
+            return dict(setting, psnr=dict.fromkeys(rated_styles, setting["text_scale"]), own=dict.fromkeys(rated_styles, 1.0),
+                        warp_vs_truth=dict.fromkeys(rated_styles, 1.0))  # fmt: skip
+
+        return rate
+
+    monkeypatch.setattr(build, "WORK", tmp_path)
+    monkeypatch.setattr(build, "_rater", fake_rater)
+    monkeypatch.setattr(build, "adapter_id", lambda: "adapter-a")
+    grid_size = len(build.TUNE_SKIPS) * len(build.TUNE_SCALES) * len(build.TUNE_LEAD_INS)
+    first = build.tune(clips=2, steps=4)
+    assert len(calls) == grid_size and first["adapter"] == "adapter-a" and first["default"]["text_scale"] == 5.0
+    calls.clear()
+    assert build.tune(clips=2, steps=4, reuse_grid=True) == first and calls == []
+    monkeypatch.setattr(build, "adapter_id", lambda: "adapter-b")
+    assert build.tune(clips=2, steps=4, reuse_grid=True)["adapter"] == "adapter-b" and len(calls) == grid_size
+
+
+def test_adapter_id_hashes_the_adapter_file_and_names_a_missing_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(build, "WORK", tmp_path)
+    with pytest.raises(SystemExit, match="pytorch_lora_weights.safetensors is missing: run `python toy/build.py adapter` first"):
+        build.adapter_id()
+    path = tmp_path / "adapters" / "pickstyle" / "adapter" / "pytorch_lora_weights.safetensors"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"one")
+    first = build.adapter_id()
+    path.write_bytes(b"two")
+    assert len(first) == 12 and build.adapter_id() != first
+
+
+def test_base_model_is_written_from_the_bundled_weights_in_a_fresh_clone(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from pickstyle.toy import TOY_MODEL
+
+    monkeypatch.setattr(build, "WORK", tmp_path)
+    assert not (build.base_model() / "model_index.json").exists()  # no base trained: nothing to write
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "state.json").write_text("{}")
+    model = build.base_model()
+    assert model == tmp_path / "base" / "model" and not (model / "adapter").exists()
+    written = load_file(str(next((model / "transformer").glob("*.safetensors"))))
+    bundled = load_file(str(next((TOY_MODEL / "transformer").glob("*.safetensors"))))
+    assert written.keys() == bundled.keys()
+    assert all(written[k].dtype == torch.float32 and torch.equal(written[k].half(), bundled[k]) for k in bundled)
 
 
 def test_refine_without_a_tune_says_to_run_it(tmp_path, monkeypatch):

@@ -191,7 +191,7 @@ def tune_decoder(minutes: float, lr: float = 2e-4, batch_size: int = 4, temporal
     the adapters trained in it, stay valid. State and log in toy/work/decoder."""
     folder = WORK / "decoder"
     folder.mkdir(parents=True, exist_ok=True)
-    pipe = _base_pipeline(WORK / "base")
+    pipe = _base_pipeline()
     vae = pipe.vae.requires_grad_(False)
     params = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
     for p in params:
@@ -328,7 +328,7 @@ def retext_base(count: int) -> None:
     how the build moved to the word-level tokenizer at base step 2643. Cross-attention then
     relearns the new embeddings as the base trains on."""
     folder = WORK / "base"
-    pipe = _base_pipeline(folder)
+    pipe = _base_pipeline()
     pipe.tokenizer = toy_tokenizer()
     pipe.text_encoder = _text_encoder(len(pipe.tokenizer))
     path = folder / "cache.pt"
@@ -353,7 +353,7 @@ def cache_base_latents(count: int, styled: int = 0, batch: int = 8) -> None:
     path = folder / "cache.pt"
     cache = torch.load(path, weights_only=True) if path.is_file() else {}
     done = len(cache.get("x0", []))
-    pipe = _base_pipeline(folder)
+    pipe = _base_pipeline()
     parts = {k: list(cache.get(k, [])) for k in ("x0", "inactive", "reactive", "mask", "text", "gray")}
     started = time.time()
     for first in range(len(parts["gray"]), count + styled, batch):
@@ -386,16 +386,24 @@ def _embed(pipe, text: str | list[str]) -> torch.Tensor:
         return pipe.encode_prompt(text, do_classifier_free_guidance=False, max_sequence_length=32)[0]
 
 
-def _base_pipeline(folder: Path):
-    """The base being trained: toy/work/base/model (git-ignored); in a fresh clone, where only the
-    stage's state.json is committed, the bundled fp16 copy of those weights (upcast to fp32);
-    else a new base."""
-    model_dir = folder / "model"
-    if not (model_dir / "model_index.json").is_file() and (folder / "state.json").is_file():
+def base_model() -> Path:
+    """toy/work/base/model, the base's fp32 weights (git-ignored). In a fresh clone, where only the
+    base's state.json is committed, it is first written from the bundled fp16 copy of the same step
+    (upcast to fp32, without the adapter), so every later stage (decoder, base, adapter, tune,
+    refine, export) starts from the bundled base."""
+    model_dir = WORK / "base" / "model"
+    if not (model_dir / "model_index.json").is_file() and (WORK / "base" / "state.json").is_file():
+        from pickstyle.pipeline import PickStylePipeline
         from pickstyle.toy import TOY_MODEL
 
-        print(f"{model_dir} is missing: continuing from the bundled fp16 weights in {TOY_MODEL}", flush=True)
-        model_dir = TOY_MODEL
+        print(f"{model_dir} is missing: writing it from the bundled fp16 weights in {TOY_MODEL}", flush=True)
+        PickStylePipeline.from_pretrained(TOY_MODEL, torch_dtype=torch.float32).save_pretrained(model_dir)
+    return model_dir
+
+
+def _base_pipeline():
+    """The base being trained: `base_model()` when it exists, else a new base."""
+    model_dir = base_model()
     if (model_dir / "model_index.json").is_file():
         from pickstyle.pipeline import PickStylePipeline
 
@@ -445,7 +453,7 @@ def train_base(minutes: float, lr: float = 4e-4, batch_size: int = 8, cooldown: 
 
     folder = WORK / "base"
     torch.set_float32_matmul_precision("high")  # TF32 matrix products on a GPU; no effect on a CPU
-    pipe = _base_pipeline(folder).to(device)
+    pipe = _base_pipeline().to(device)
     transformer = pipe.transformer.train()
     with torch.no_grad():
         empty = pipe.encode_latents(torch.zeros(1, 3, FRAMES, SIZE, SIZE, device=device))[0]
@@ -488,7 +496,7 @@ def check_base(clips: int = 4, steps: int = 20) -> dict:
     from pickstyle.schedulers import make_scheduler
     from pickstyle.toy import style_prompt, toy_stylize
 
-    pipe = _base_pipeline(WORK / "base")
+    pipe = _base_pipeline()
     pipe.scheduler = make_scheduler("euler", 3.0)
     scenes = [make_scene_clip(np.random.default_rng(HELD_OUT_SEED + 500 + i), FRAMES, SIZE, SIZE) for i in range(clips)]
     settings = {"steps": steps, "skip": 0, "text_scale": 5.0, "negative_prompt": "", "max_sequence_length": 32}
@@ -567,7 +575,7 @@ def train_adapter(variant: str, steps: int | None = None, device: str = "cpu") -
     if not manifest.is_file():
         make_pairs()
     output = WORK / "adapters" / variant
-    argv = ["train", "--config", str(Path(__file__).parent / "adapter.yaml"), "--model", str(WORK / "base" / "model"),
+    argv = ["train", "--config", str(Path(__file__).parent / "adapter.yaml"), "--model", str(base_model()),
             "--data", str(manifest), "--output", str(output), *ADAPTER_VARIANTS[variant]]  # fmt: skip
     if steps:
         argv += ["--max-steps", str(steps)]
@@ -596,7 +604,7 @@ def _rater(clips: int, steps: int):
     from pickstyle.quality import score
     from pickstyle.toy import load_toy_pipeline, style_prompt, toy_stylize
 
-    pipe, _ = load_toy_pipeline(WORK / "base" / "model", adapter=str(WORK / "adapters" / "pickstyle" / "adapter"))
+    pipe, _ = load_toy_pipeline(base_model(), adapter=str(WORK / "adapters" / "pickstyle" / "adapter"))
     scenes = [make_scene_clip(np.random.default_rng(TUNE_SEED + i), FRAMES, SIZE, SIZE) for i in range(clips)]
     truths = [{style: np.stack([fn(f) for f in frames]) for style, fn in STYLES.items()} for frames, _ in scenes]
     truth_warp = {style: np.mean([warp_error(ts[style], frames) for (frames, _), ts in zip(scenes, truths)]) for style in STYLES}
@@ -616,6 +624,17 @@ def _rater(clips: int, steps: int):
     return rate
 
 
+def adapter_id() -> str:
+    """The first 12 hex digits of the sha256 of the PickStyle adapter `_rater` loads
+    (toy/work/adapters/pickstyle/adapter): `tune` and `refine` reuse only rows rated with it."""
+    import hashlib
+
+    path = WORK / "adapters" / "pickstyle" / "adapter" / "pytorch_lora_weights.safetensors"
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: run `python toy/build.py adapter` first")
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
 def _setting_key(row: dict) -> tuple:
     return tuple(row[k] for k in STYLE_SETTING_KEYS)
 
@@ -625,11 +644,13 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
     every style at every skip of TUNE_SKIPS, scales of TUNE_SCALES and lead-in of TUNE_LEAD_INS,
     each rated as `_rater` says; `choose_settings` ranks them. `reuse_grid`: keep the rows of
     toy/work/tune.json rated on as many clips and steps, and rate only the others (so an
-    interrupted tune resumes). Writes toy/work/tune.json after every row: {"clips", "steps",
-    "grid": [rows], "default": {skip, text_scale, context_scale, lead_in}, "chosen": {style:
+    interrupted tune resumes) with the same adapter. Writes toy/work/tune.json after every row:
+    {"clips", "steps", "adapter": `adapter_id()`, "grid": [rows], "default": {skip, text_scale, context_scale, lead_in}, "chosen": {style:
     {...}}}; `refine` then narrows "chosen" on more clips."""
     stored = json.loads((WORK / "tune.json").read_text()) if reuse_grid and (WORK / "tune.json").is_file() else {}
-    rated = {_setting_key(row): row for row in stored["grid"]} if (stored.get("clips"), stored.get("steps")) == (clips, steps) else {}
+    adapter = adapter_id()
+    same = (stored.get("clips"), stored.get("steps"), stored.get("adapter")) == (clips, steps, adapter)
+    rated = {_setting_key(row): row for row in stored["grid"]} if same else {}
     settings = [{"skip": skip, "text_scale": wt, "context_scale": wc, "lead_in": lead_in}
                 for lead_in in TUNE_LEAD_INS for skip in TUNE_SKIPS for wt, wc in TUNE_SCALES]  # fmt: skip
     rate, grid = None, []
@@ -638,7 +659,7 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
             rate = rate or _rater(clips, steps)  # loads the model only when a row is left to rate
             rated[_setting_key(setting)] = rate(setting)
         grid.append(rated[_setting_key(setting)])
-        result = {"clips": clips, "steps": steps, "grid": grid, **choose_settings(grid, STYLE_SETTING_KEYS)}
+        result = {"clips": clips, "steps": steps, "adapter": adapter, "grid": grid, **choose_settings(grid, STYLE_SETTING_KEYS)}
         _write_tune(result)
     print(json.dumps({"default": result["default"], "chosen": result["chosen"]}))
     return result
@@ -653,16 +674,21 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
     tune's clips are rated again on `clips` validation clips (the tune's first), for that style
     only, and the style takes the best of them by the same key (4 clips cannot tell a style picked
     on 70% of clips from one picked on all). Adds to toy/work/tune.json, after every row, "refine":
-    {"clips", "steps", "top", "rows": [rows rating one style each]} and replaces "chosen"; resumes
-    from the rows it finds there for as many clips and steps. Returns the new tune.json."""
+    {"clips", "steps", "top", "adapter", "rows": [rows rating one style each]} and replaces
+    "chosen"; resumes from the rows it finds there for as many clips and steps and the same adapter.
+    The grid may come from another adapter (said in one line): refine then re-rates its shortlist
+    with the current one. Returns the new tune.json."""
     path = WORK / "tune.json"
     if not path.is_file():
         raise SystemExit(f"{path} is missing: run `python toy/build.py tune` first")
     result = json.loads(path.read_text())
     shortlist = [(style, _setting_key(row)) for style in STYLES
                  for row in sorted(result["grid"], key=lambda r: rank_key(r, style), reverse=True)[:top]]  # fmt: skip
+    adapter = adapter_id()
+    if result.get("adapter") != adapter:
+        print(f"the grid was rated with adapter {result.get('adapter')}, not {adapter}: refining its shortlist with {adapter}")
     stored = result.get("refine", {})
-    same = (stored.get("clips"), stored.get("steps")) == (clips, result["steps"])
+    same = (stored.get("clips"), stored.get("steps"), stored.get("adapter")) == (clips, result["steps"], adapter)
     rated = {(*r["psnr"], _setting_key(r)): r for r in stored.get("rows", [])} if same else {}
     from_grid = choose_settings(result["grid"], STYLE_SETTING_KEYS)["chosen"]  # for styles not yet refined
     rate, rows = None, []
@@ -671,7 +697,7 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
             rate = rate or _rater(clips, result["steps"])
             rated[style, setting] = rate(dict(zip(STYLE_SETTING_KEYS, setting)), (style,))
         rows.append(rated[style, setting])
-        result["refine"] = {"clips": clips, "steps": result["steps"], "top": top, "rows": rows}
+        result["refine"] = {"clips": clips, "steps": result["steps"], "top": top, "adapter": adapter, "rows": rows}
         result["chosen"] = {**from_grid, **choose_settings(rows, STYLE_SETTING_KEYS)["chosen"]}
         _write_tune(result)
     print(json.dumps({"chosen": result["chosen"]}))
@@ -743,7 +769,7 @@ def export(settings: dict | None = None) -> None:
 
     if TOY_MODEL.exists():
         shutil.rmtree(TOY_MODEL)
-    pipe = PickStylePipeline.from_pretrained(WORK / "base" / "model")
+    pipe = PickStylePipeline.from_pretrained(base_model())
     pipe.to(torch.float16).save_pretrained(TOY_MODEL)
     adapters = WORK / "adapters"
     _fp16_adapter(adapters / "pickstyle" / "adapter", TOY_MODEL / "adapter" / "pytorch_lora_weights.safetensors")
