@@ -140,16 +140,26 @@ def test_tune_resumes_only_rows_rated_with_the_same_adapter(tmp_path, monkeypatc
     assert build.tune(clips=2, steps=4, reuse_grid=True)["adapter"] == "adapter-b" and len(calls) == grid_size
 
 
-def test_adapter_id_hashes_the_adapter_file_and_names_a_missing_one(tmp_path, monkeypatch):
+def test_rated_adapter_is_the_trained_one_else_the_bundled_one_and_its_id_follows_the_file(tmp_path, monkeypatch):
+    import hashlib
+
+    import pickstyle.toy
+
     monkeypatch.setattr(build, "WORK", tmp_path)
-    with pytest.raises(SystemExit, match="pytorch_lora_weights.safetensors is missing: run `python toy/build.py adapter` first"):
-        build.adapter_id()
+    bundled = pickstyle.toy.TOY_MODEL / "adapter"
+    assert build.rated_adapter() == bundled  # a fresh clone: nothing trained
+    bundled_hash = hashlib.sha256((bundled / "pytorch_lora_weights.safetensors").read_bytes()).hexdigest()
+    assert build.adapter_id() == bundled_hash[:12]
     path = tmp_path / "adapters" / "pickstyle" / "adapter" / "pytorch_lora_weights.safetensors"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"one")
     first = build.adapter_id()
     path.write_bytes(b"two")
-    assert len(first) == 12 and build.adapter_id() != first
+    assert build.rated_adapter() == path.parent and first != build.adapter_id() != bundled_hash[:12]
+    path.unlink()
+    monkeypatch.setattr(pickstyle.toy, "TOY_MODEL", tmp_path / "no-model")
+    with pytest.raises(SystemExit, match="adapter is missing: run `python toy/build.py adapter` first"):
+        build.adapter_id()
 
 
 def test_base_model_is_written_from_the_bundled_weights_in_a_fresh_clone(tmp_path, monkeypatch):

@@ -604,7 +604,7 @@ def _rater(clips: int, steps: int):
     from pickstyle.quality import score
     from pickstyle.toy import load_toy_pipeline, style_prompt, toy_stylize
 
-    pipe, _ = load_toy_pipeline(base_model(), adapter=str(WORK / "adapters" / "pickstyle" / "adapter"))
+    pipe, _ = load_toy_pipeline(base_model(), adapter=str(rated_adapter()))
     scenes = [make_scene_clip(np.random.default_rng(TUNE_SEED + i), FRAMES, SIZE, SIZE) for i in range(clips)]
     truths = [{style: np.stack([fn(f) for f in frames]) for style, fn in STYLES.items()} for frames, _ in scenes]
     truth_warp = {style: np.mean([warp_error(ts[style], frames) for (frames, _), ts in zip(scenes, truths)]) for style in STYLES}
@@ -624,14 +624,28 @@ def _rater(clips: int, steps: int):
     return rate
 
 
+def rated_adapter() -> Path:
+    """The PickStyle adapter `tune` and `refine` rate with: the one `adapter` trained
+    (toy/work/adapters/pickstyle/adapter, git-ignored) when it is here, else the bundled fp16 copy
+    that `export` made of it (so a fresh clone can tune, and resume a tune, without retraining)."""
+    trained = WORK / "adapters" / "pickstyle" / "adapter"
+    if (trained / "pytorch_lora_weights.safetensors").is_file():
+        return trained
+    from pickstyle.toy import TOY_MODEL
+
+    bundled = TOY_MODEL / "adapter"
+    if not (bundled / "pytorch_lora_weights.safetensors").is_file():
+        raise SystemExit(f"{trained} is missing: run `python toy/build.py adapter` first")
+    print(f"{trained} is missing: rating with the bundled adapter {bundled}", flush=True)
+    return bundled
+
+
 def adapter_id() -> str:
-    """The first 12 hex digits of the sha256 of the PickStyle adapter `_rater` loads
-    (toy/work/adapters/pickstyle/adapter): `tune` and `refine` reuse only rows rated with it."""
+    """The first 12 hex digits of the sha256 of `rated_adapter()`'s weights file: `tune` and
+    `refine` reuse only rows rated with the same adapter."""
     import hashlib
 
-    path = WORK / "adapters" / "pickstyle" / "adapter" / "pytorch_lora_weights.safetensors"
-    if not path.is_file():
-        raise SystemExit(f"{path} is missing: run `python toy/build.py adapter` first")
+    path = rated_adapter() / "pytorch_lora_weights.safetensors"
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
@@ -705,7 +719,11 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
 
 
 def _write_tune(result: dict) -> None:
-    (WORK / "tune.json").write_text(json.dumps(result, indent=1) + "\n")
+    """Write toy/work/tune.json whole or not at all (a tune killed mid-write keeps the last one)."""
+    from pickstyle.files import atomic_output
+
+    with atomic_output(WORK / "tune.json") as tmp:
+        Path(tmp).write_text(json.dumps(result, indent=1) + "\n")
 
 
 def rank_key(row: dict, style: str) -> tuple:
