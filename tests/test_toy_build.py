@@ -183,3 +183,31 @@ def test_refine_without_a_tune_says_to_run_it(tmp_path, monkeypatch):
     monkeypatch.setattr(build, "WORK", tmp_path)
     with pytest.raises(SystemExit, match="tune.json is missing: run `python toy/build.py tune` first"):
         build.refine()
+
+
+def test_export_in_a_fresh_clone_keeps_the_bundled_adapters_and_the_same_base(tmp_path, monkeypatch):
+    import shutil
+
+    import pickstyle.toy
+    from safetensors.torch import load_file
+
+    bundled, assets = pickstyle.toy.ASSETS, tmp_path / "assets"
+    shutil.copytree(bundled, assets)
+    monkeypatch.setattr(pickstyle.toy, "ASSETS", assets)
+    monkeypatch.setattr(pickstyle.toy, "TOY_MODEL", assets / pickstyle.toy.TOY_MODEL.name)
+    monkeypatch.setattr(pickstyle.toy, "DEMO_CLIP", assets / pickstyle.toy.DEMO_CLIP.name)
+    monkeypatch.setattr(build, "WORK", tmp_path / "work")
+    (tmp_path / "work" / "base").mkdir(parents=True)
+    (tmp_path / "work" / "base" / "state.json").write_text("{}")  # a base was trained; its weights are not here
+    model = assets / pickstyle.toy.TOY_MODEL.name
+    before = {p.relative_to(assets): p.read_bytes() for p in assets.rglob("*.safetensors")}
+    build.export(dict(build.TOY_SETTINGS, steps=7))
+    after = {p.relative_to(assets): p for p in assets.rglob("*.safetensors")}
+    assert after.keys() == before.keys() and not model.with_name(model.name + ".new").exists()
+    for name, path in after.items():  # adapters kept byte for byte, the base re-written with the same tensors
+        if "adapter" in name.parts or "ablations" in name.parts:
+            assert path.read_bytes() == before[name], name
+        else:
+            old = load_file(str(bundled / name))
+            assert all(torch.equal(t, old[k]) for k, t in load_file(str(path)).items()), name
+    assert json.loads((model / "pickstyle.json").read_text())["steps"] == 7

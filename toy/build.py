@@ -778,23 +778,32 @@ def _fp16_adapter(folder: Path, target: Path) -> None:
 def export(settings: dict | None = None) -> None:
     """Write the bundled assets under src/pickstyle/assets: the base model in fp16 with the
     PickStyle adapter and pickstyle.json (pickstyle-tiny/), the ablation adapters (ablations/)
-    and the demo clip (demo.mp4, demo.txt)."""
+    and the demo clip (demo.mp4, demo.txt). An adapter whose trained weights are not here (a
+    fresh clone: they are git-ignored) keeps its bundled copy. The model folder is written beside
+    and renamed into place, so a failed export leaves the bundled one whole."""
     import shutil
 
     from pickstyle.pipeline import PickStylePipeline
     from pickstyle.toy import ASSETS, DEMO_CLIP, TOY_MODEL
     from pickstyle.video import write_video
 
-    if TOY_MODEL.exists():
-        shutil.rmtree(TOY_MODEL)
     pipe = PickStylePipeline.from_pretrained(base_model())
-    pipe.to(torch.float16).save_pretrained(TOY_MODEL)
+    staging = TOY_MODEL.with_name(TOY_MODEL.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    pipe.to(torch.float16).save_pretrained(staging)
     adapters = WORK / "adapters"
-    _fp16_adapter(adapters / "pickstyle" / "adapter", TOY_MODEL / "adapter" / "pytorch_lora_weights.safetensors")
     for variant in ADAPTER_VARIANTS:
-        if variant != "pickstyle" and (adapters / variant / "adapter").is_dir():
-            _fp16_adapter(adapters / variant / "adapter", ASSETS / "ablations" / f"{variant}.safetensors")
-    (TOY_MODEL / "pickstyle.json").write_text(json.dumps(settings or TOY_SETTINGS, indent=1) + "\n")
+        target = staging / "adapter" / "pytorch_lora_weights.safetensors" if variant == "pickstyle" else ASSETS / "ablations" / f"{variant}.safetensors"
+        if (adapters / variant / "adapter").is_dir():
+            _fp16_adapter(adapters / variant / "adapter", target)
+        elif variant == "pickstyle":
+            shutil.copytree(TOY_MODEL / "adapter", staging / "adapter")
+            print(f"{adapters / variant / 'adapter'} is missing: keeping the bundled adapter", flush=True)
+        else:
+            print(f"{adapters / variant / 'adapter'} is missing: keeping the bundled {target.name}", flush=True)
+    (staging / "pickstyle.json").write_text(json.dumps(settings or TOY_SETTINGS, indent=1) + "\n")
+    shutil.rmtree(TOY_MODEL, ignore_errors=True)
+    staging.rename(TOY_MODEL)
     frames, description = make_scene_clip(np.random.default_rng(DEMO_SEED), DEMO_FRAMES, SIZE, SIZE)
     write_video(DEMO_CLIP, frames, fps=TOY_SETTINGS["fps"])
     DEMO_CLIP.with_suffix(".txt").write_text(description + "\n")
