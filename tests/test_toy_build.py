@@ -89,7 +89,7 @@ def test_refine_rates_each_styles_shortlist_on_more_clips_and_resumes(tmp_path, 
     (tmp_path / "tune.json").write_text(json.dumps({"clips": 4, "steps": 20, "grid": grid, **build.choose_settings(grid, build.STYLE_SETTING_KEYS)}))
     calls = []
 
-    def fake_rater(clips, steps):
+    def fake_rater(clips, steps, adapter):
         def rate(setting, rated_styles):
             calls.append((rated_styles, setting["skip"], setting["text_scale"]))
             own = 1.0 if setting["skip"] == 2 else 0.5
@@ -99,7 +99,7 @@ def test_refine_rates_each_styles_shortlist_on_more_clips_and_resumes(tmp_path, 
 
     monkeypatch.setattr(build, "WORK", tmp_path)
     monkeypatch.setattr(build, "_rater", fake_rater)
-    monkeypatch.setattr(build, "adapter_id", lambda: "adapter-a")
+    monkeypatch.setattr(build, "adapter_id", lambda adapter: "adapter-a")
     result = build.refine(clips=12, top=2)
     # the shortlist: per style the two best rows on 4 clips (w_t 3 at skips 0 and 2), one style each
     assert sorted(calls) == sorted(((st,), skip, 3.0) for st in styles for skip in (0, 2))
@@ -112,7 +112,7 @@ def test_refine_rates_each_styles_shortlist_on_more_clips_and_resumes(tmp_path, 
     build.refine(clips=16, top=2)
     assert len(calls) == 2 * len(styles)  # more clips: rated afresh
     calls.clear()
-    monkeypatch.setattr(build, "adapter_id", lambda: "adapter-b")
+    monkeypatch.setattr(build, "adapter_id", lambda adapter: "adapter-b")
     assert build.refine(clips=16, top=2)["refine"]["adapter"] == "adapter-b"
     assert len(calls) == 2 * len(styles)  # another adapter: rated afresh
 
@@ -120,7 +120,7 @@ def test_refine_rates_each_styles_shortlist_on_more_clips_and_resumes(tmp_path, 
 def test_tune_resumes_only_rows_rated_with_the_same_adapter(tmp_path, monkeypatch):
     calls = []
 
-    def fake_rater(clips, steps):
+    def fake_rater(clips, steps, adapter):
         def rate(setting, rated_styles=tuple(build.STYLES)):
             calls.append(setting)
             return dict(setting, psnr=dict.fromkeys(rated_styles, setting["text_scale"]), own=dict.fromkeys(rated_styles, 1.0),
@@ -130,13 +130,13 @@ def test_tune_resumes_only_rows_rated_with_the_same_adapter(tmp_path, monkeypatc
 
     monkeypatch.setattr(build, "WORK", tmp_path)
     monkeypatch.setattr(build, "_rater", fake_rater)
-    monkeypatch.setattr(build, "adapter_id", lambda: "adapter-a")
+    monkeypatch.setattr(build, "adapter_id", lambda adapter: "adapter-a")
     grid_size = len(build.TUNE_SKIPS) * len(build.TUNE_SCALES) * len(build.TUNE_LEAD_INS)
     first = build.tune(clips=2, steps=4)
     assert len(calls) == grid_size and first["adapter"] == "adapter-a" and first["default"]["text_scale"] == 5.0
     calls.clear()
     assert build.tune(clips=2, steps=4, reuse_grid=True) == first and calls == []
-    monkeypatch.setattr(build, "adapter_id", lambda: "adapter-b")
+    monkeypatch.setattr(build, "adapter_id", lambda adapter: "adapter-b")
     assert build.tune(clips=2, steps=4, reuse_grid=True)["adapter"] == "adapter-b" and len(calls) == grid_size
 
 
@@ -149,17 +149,17 @@ def test_rated_adapter_is_the_trained_one_else_the_bundled_one_and_its_id_follow
     bundled = pickstyle.toy.TOY_MODEL / "adapter"
     assert build.rated_adapter() == bundled  # a fresh clone: nothing trained
     bundled_hash = hashlib.sha256((bundled / "pytorch_lora_weights.safetensors").read_bytes()).hexdigest()
-    assert build.adapter_id() == bundled_hash[:12]
+    assert build.adapter_id(build.rated_adapter()) == bundled_hash[:12]
     path = tmp_path / "adapters" / "pickstyle" / "adapter" / "pytorch_lora_weights.safetensors"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"one")
-    first = build.adapter_id()
+    first = build.adapter_id(build.rated_adapter())
     path.write_bytes(b"two")
-    assert build.rated_adapter() == path.parent and first != build.adapter_id() != bundled_hash[:12]
+    assert build.rated_adapter() == path.parent and first != build.adapter_id(path.parent) != bundled_hash[:12]
     path.unlink()
     monkeypatch.setattr(pickstyle.toy, "TOY_MODEL", tmp_path / "no-model")
     with pytest.raises(SystemExit, match="adapter is missing: run `python toy/build.py adapter` first"):
-        build.adapter_id()
+        build.rated_adapter()
 
 
 def test_base_model_is_written_from_the_bundled_weights_in_a_fresh_clone(tmp_path, monkeypatch):

@@ -595,16 +595,16 @@ TUNE_LEAD_INS = (0, 4)  # lead-in frames (fd88076's bundle tried 4 only at each 
 WARP_BAR = 1.5  # issue 5: a warping error within 1.5x the ground truth's
 
 
-def _rater(clips: int, steps: int):
-    """A function rating one sampling setting ({skip, text_scale, context_scale, lead_in}) for
-    some styles on the first `clips` validation clips: {<setting>, psnr: {style: dB}, own: {style:
+def _rater(clips: int, steps: int, adapter: Path):
+    """A function rating one sampling setting ({skip, text_scale, context_scale, lead_in}) of the
+    base with the PickStyle `adapter` for some styles on the first `clips` validation clips: {<setting>, psnr: {style: dB}, own: {style:
     fraction of clips nearest its own style's truth}, warp_vs_truth: {style: warping error over the
     truth's}} (the checks of issue 5)."""
     from pickstyle.metrics import warp_error
     from pickstyle.quality import score
     from pickstyle.toy import load_toy_pipeline, style_prompt, toy_stylize
 
-    pipe, _ = load_toy_pipeline(base_model(), adapter=str(rated_adapter()))
+    pipe, _ = load_toy_pipeline(base_model(), adapter=str(adapter))
     scenes = [make_scene_clip(np.random.default_rng(TUNE_SEED + i), FRAMES, SIZE, SIZE) for i in range(clips)]
     truths = [{style: np.stack([fn(f) for f in frames]) for style, fn in STYLES.items()} for frames, _ in scenes]
     truth_warp = {style: np.mean([warp_error(ts[style], frames) for (frames, _), ts in zip(scenes, truths)]) for style in STYLES}
@@ -640,13 +640,12 @@ def rated_adapter() -> Path:
     return bundled
 
 
-def adapter_id() -> str:
-    """The first 12 hex digits of the sha256 of `rated_adapter()`'s weights file: `tune` and
+def adapter_id(adapter: Path) -> str:
+    """The first 12 hex digits of the sha256 of an adapter folder's weights file: `tune` and
     `refine` reuse only rows rated with the same adapter."""
     import hashlib
 
-    path = rated_adapter() / "pytorch_lora_weights.safetensors"
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return hashlib.sha256((adapter / "pytorch_lora_weights.safetensors").read_bytes()).hexdigest()[:12]
 
 
 def _setting_key(row: dict) -> tuple:
@@ -658,11 +657,13 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
     every style at every skip of TUNE_SKIPS, scales of TUNE_SCALES and lead-in of TUNE_LEAD_INS,
     each rated as `_rater` says; `choose_settings` ranks them. `reuse_grid`: keep the rows of
     toy/work/tune.json rated on as many clips and steps, and rate only the others (so an
-    interrupted tune resumes) with the same adapter. Writes toy/work/tune.json after every row:
-    {"clips", "steps", "adapter": `adapter_id()`, "grid": [rows], "default": {skip, text_scale, context_scale, lead_in}, "chosen": {style:
-    {...}}}; `refine` then narrows "chosen" on more clips."""
+    interrupted tune resumes) with the same adapter (`rated_adapter`). Writes toy/work/tune.json
+    after every row: {"clips", "steps", "adapter": `adapter_id`, "grid": [rows], "default": {skip,
+    text_scale, context_scale, lead_in}, "chosen": {style: {...}}}; `refine` then narrows "chosen"
+    on more clips."""
     stored = json.loads((WORK / "tune.json").read_text()) if reuse_grid and (WORK / "tune.json").is_file() else {}
-    adapter = adapter_id()
+    adapter_dir = rated_adapter()
+    adapter = adapter_id(adapter_dir)
     same = (stored.get("clips"), stored.get("steps"), stored.get("adapter")) == (clips, steps, adapter)
     rated = {_setting_key(row): row for row in stored["grid"]} if same else {}
     settings = [{"skip": skip, "text_scale": wt, "context_scale": wc, "lead_in": lead_in}
@@ -670,7 +671,7 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
     rate, grid = None, []
     for setting in settings:
         if _setting_key(setting) not in rated:
-            rate = rate or _rater(clips, steps)  # loads the model only when a row is left to rate
+            rate = rate or _rater(clips, steps, adapter_dir)  # loads the model only when a row is left to rate
             rated[_setting_key(setting)] = rate(setting)
         grid.append(rated[_setting_key(setting)])
         result = {"clips": clips, "steps": steps, "adapter": adapter, "grid": grid, **choose_settings(grid, STYLE_SETTING_KEYS)}
@@ -698,7 +699,8 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
     result = json.loads(path.read_text())
     shortlist = [(style, _setting_key(row)) for style in STYLES
                  for row in sorted(result["grid"], key=lambda r: rank_key(r, style), reverse=True)[:top]]  # fmt: skip
-    adapter = adapter_id()
+    adapter_dir = rated_adapter()
+    adapter = adapter_id(adapter_dir)
     if result.get("adapter") != adapter:
         print(f"the grid was rated with adapter {result.get('adapter')}, not {adapter}: refining its shortlist with {adapter}")
     stored = result.get("refine", {})
@@ -708,7 +710,7 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
     rate, rows = None, []
     for style, setting in shortlist:
         if (style, setting) not in rated:
-            rate = rate or _rater(clips, result["steps"])
+            rate = rate or _rater(clips, result["steps"], adapter_dir)
             rated[style, setting] = rate(dict(zip(STYLE_SETTING_KEYS, setting)), (style,))
         rows.append(rated[style, setting])
         result["refine"] = {"clips": clips, "steps": result["steps"], "top": top, "adapter": adapter, "rows": rows}
@@ -791,16 +793,15 @@ def export(settings: dict | None = None) -> None:
     staging = TOY_MODEL.with_name(TOY_MODEL.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
     pipe.to(torch.float16).save_pretrained(staging)
-    adapters = WORK / "adapters"
+    if (TOY_MODEL / "adapter").is_dir():
+        shutil.copytree(TOY_MODEL / "adapter", staging / "adapter")  # kept unless trained weights replace it below
     for variant in ADAPTER_VARIANTS:
+        trained = WORK / "adapters" / variant / "adapter"
         target = staging / "adapter" / "pytorch_lora_weights.safetensors" if variant == "pickstyle" else ASSETS / "ablations" / f"{variant}.safetensors"
-        if (adapters / variant / "adapter").is_dir():
-            _fp16_adapter(adapters / variant / "adapter", target)
-        elif variant == "pickstyle":
-            shutil.copytree(TOY_MODEL / "adapter", staging / "adapter")
-            print(f"{adapters / variant / 'adapter'} is missing: keeping the bundled adapter", flush=True)
+        if trained.is_dir():
+            _fp16_adapter(trained, target)
         else:
-            print(f"{adapters / variant / 'adapter'} is missing: keeping the bundled {target.name}", flush=True)
+            print(f"{trained} is missing: keeping the bundled {target.name}", flush=True)
     (staging / "pickstyle.json").write_text(json.dumps(settings or TOY_SETTINGS, indent=1) + "\n")
     shutil.rmtree(TOY_MODEL, ignore_errors=True)
     staging.rename(TOY_MODEL)
