@@ -211,3 +211,15 @@ def test_export_in_a_fresh_clone_keeps_the_bundled_adapters_and_the_same_base(tm
             old = load_file(str(bundled / name))
             assert all(torch.equal(t, old[k]) for k, t in load_file(str(path)).items()), name
     assert json.loads((model / "pickstyle.json").read_text())["steps"] == 7
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [(["decoder", "--minutes", "3"], (3.0, 2e-4, 1.0)), (["decoder", "--minutes", "3", "--lr", "5e-5", "--temporal-weight", "4"], (3.0, 5e-5, 4.0))],
+)
+def test_decoder_stage_passes_its_learning_rate_and_temporal_weight(monkeypatch, argv, expected):
+    calls = []
+    monkeypatch.setattr(build, "tune_decoder", lambda minutes, lr, temporal_weight: calls.append((minutes, lr, temporal_weight)))
+    monkeypatch.setattr(sys, "argv", ["build.py", *argv])
+    build.main()
+    assert calls == [expected]

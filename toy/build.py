@@ -822,7 +822,8 @@ def main() -> None:
     parser.add_argument("--decay", action="store_true", help="base: the learning rate falls linearly to 0 over this call's --minutes")
     parser.add_argument("--device", default="cpu", help="base, adapter: where to train (cpu, cuda)")
     parser.add_argument("--batch", type=int, default=8, help="base: clips per step")
-    parser.add_argument("--lr", type=float, default=4e-4, help="base: peak learning rate")
+    parser.add_argument("--lr", type=float, help="base: peak learning rate (default 4e-4); decoder: learning rate (default 2e-4)")
+    parser.add_argument("--temporal-weight", type=float, default=1.0, help="decoder: weight of the frame-to-frame term")
     parser.add_argument("--online", action="store_true", help="base: make and encode clips on the fly instead of reading the cache (GPU)")
     parser.add_argument("--workers", type=int, default=8, help="base --online: processes making clips")
     parser.add_argument("--reuse-grid", action="store_true", help="tune: keep the settings work/tune.json rated on as many clips and steps, rate only the others")
@@ -855,10 +856,10 @@ def main() -> None:
         retext_base(args.clips)
         return
     if args.stage == "base":
-        train_base(args.minutes, args.lr, args.batch, args.cooldown, args.device, args.online, args.decay, args.workers)
+        train_base(args.minutes, args.lr or 4e-4, args.batch, args.cooldown, args.device, args.online, args.decay, args.workers)
         return
     if args.stage == "decoder":
-        tune_decoder(args.minutes)
+        tune_decoder(args.minutes, args.lr or 2e-4, temporal_weight=args.temporal_weight)
         return
     if args.stage == "vae":
         train_vae(args.minutes)
