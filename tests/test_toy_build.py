@@ -218,8 +218,10 @@ def test_export_in_a_fresh_clone_keeps_the_bundled_adapters_and_the_same_base(tm
     [(["decoder", "--minutes", "3"], (3.0, 2e-4, 1.0)), (["decoder", "--minutes", "3", "--lr", "5e-5", "--temporal-weight", "4"], (3.0, 5e-5, 4.0))],
 )
 def test_decoder_stage_passes_its_learning_rate_and_temporal_weight(monkeypatch, argv, expected):
-    calls = []
-    monkeypatch.setattr(build, "tune_decoder", lambda minutes, lr, temporal_weight: calls.append((minutes, lr, temporal_weight)))
+    import inspect
+
+    calls, default_lr = [], inspect.signature(build.tune_decoder).parameters["lr"].default
+    monkeypatch.setattr(build, "tune_decoder", lambda minutes, temporal_weight, lr=default_lr: calls.append((minutes, lr, temporal_weight)))
     monkeypatch.setattr(sys, "argv", ["build.py", *argv])
     build.main()
     assert calls == [expected]

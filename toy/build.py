@@ -855,11 +855,13 @@ def main() -> None:
     if args.stage == "base-retext":
         retext_base(args.clips)
         return
+    lr = {} if args.lr is None else {"lr": args.lr}  # else the stage's own default
     if args.stage == "base":
-        train_base(args.minutes, args.lr or 4e-4, args.batch, args.cooldown, args.device, args.online, args.decay, args.workers)
+        train_base(args.minutes, batch_size=args.batch, cooldown=args.cooldown, device=args.device, online=args.online,
+                   decay=args.decay, workers=args.workers, **lr)  # fmt: skip
         return
     if args.stage == "decoder":
-        tune_decoder(args.minutes, args.lr or 2e-4, temporal_weight=args.temporal_weight)
+        tune_decoder(args.minutes, temporal_weight=args.temporal_weight, **lr)
         return
     if args.stage == "vae":
         train_vae(args.minutes)
