@@ -99,7 +99,7 @@ def test_refine_rates_each_styles_shortlist_on_more_clips_and_resumes(tmp_path, 
 
     monkeypatch.setattr(build, "WORK", tmp_path)
     monkeypatch.setattr(build, "_rater", fake_rater)
-    monkeypatch.setattr(build, "adapter_id", lambda adapter: "adapter-a")
+    monkeypatch.setattr(build, "rating_id", lambda adapter: "weights-a")
     result = build.refine(clips=12, top=2)
     # the shortlist: per style the two best rows on 4 clips (w_t 3 at skips 0 and 2), one style each
     assert sorted(calls) == sorted(((st,), skip, 3.0) for st in styles for skip in (0, 2))
@@ -112,9 +112,9 @@ def test_refine_rates_each_styles_shortlist_on_more_clips_and_resumes(tmp_path, 
     build.refine(clips=16, top=2)
     assert len(calls) == 2 * len(styles)  # more clips: rated afresh
     calls.clear()
-    monkeypatch.setattr(build, "adapter_id", lambda adapter: "adapter-b")
-    assert build.refine(clips=16, top=2)["refine"]["adapter"] == "adapter-b"
-    assert len(calls) == 2 * len(styles)  # another adapter: rated afresh
+    monkeypatch.setattr(build, "rating_id", lambda adapter: "weights-b")
+    assert build.refine(clips=16, top=2)["refine"]["weights"] == "weights-b"
+    assert len(calls) == 2 * len(styles)  # other weights: rated afresh
 
 
 def test_tune_resumes_only_rows_rated_with_the_same_adapter(tmp_path, monkeypatch):
@@ -130,17 +130,17 @@ def test_tune_resumes_only_rows_rated_with_the_same_adapter(tmp_path, monkeypatc
 
     monkeypatch.setattr(build, "WORK", tmp_path)
     monkeypatch.setattr(build, "_rater", fake_rater)
-    monkeypatch.setattr(build, "adapter_id", lambda adapter: "adapter-a")
+    monkeypatch.setattr(build, "rating_id", lambda adapter: "weights-a")
     grid_size = len(build.TUNE_SKIPS) * len(build.TUNE_SCALES) * len(build.TUNE_LEAD_INS)
     first = build.tune(clips=2, steps=4)
-    assert len(calls) == grid_size and first["adapter"] == "adapter-a" and first["default"]["text_scale"] == 5.0
+    assert len(calls) == grid_size and first["weights"] == "weights-a" and first["default"]["text_scale"] == 5.0
     calls.clear()
     assert build.tune(clips=2, steps=4, reuse_grid=True) == first and calls == []
-    monkeypatch.setattr(build, "adapter_id", lambda adapter: "adapter-b")
-    assert build.tune(clips=2, steps=4, reuse_grid=True)["adapter"] == "adapter-b" and len(calls) == grid_size
+    monkeypatch.setattr(build, "rating_id", lambda adapter: "weights-b")
+    assert build.tune(clips=2, steps=4, reuse_grid=True)["weights"] == "weights-b" and len(calls) == grid_size
 
 
-def test_rated_adapter_is_the_trained_one_else_the_bundled_one_and_its_id_follows_the_file(tmp_path, monkeypatch):
+def test_rated_adapter_is_the_trained_one_else_the_bundled_one_and_the_rating_id_follows_adapter_and_base(tmp_path, monkeypatch):
     import hashlib
 
     import pickstyle.toy
@@ -149,13 +149,20 @@ def test_rated_adapter_is_the_trained_one_else_the_bundled_one_and_its_id_follow
     bundled = pickstyle.toy.TOY_MODEL / "adapter"
     assert build.rated_adapter() == bundled  # a fresh clone: nothing trained
     bundled_hash = hashlib.sha256((bundled / "pytorch_lora_weights.safetensors").read_bytes()).hexdigest()
-    assert build.adapter_id(build.rated_adapter()) == bundled_hash[:12]
+    assert build.rating_id(build.rated_adapter()) == bundled_hash[:12]  # no base weights here yet
     path = tmp_path / "adapters" / "pickstyle" / "adapter" / "pytorch_lora_weights.safetensors"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"one")
-    first = build.adapter_id(build.rated_adapter())
+    first = build.rating_id(build.rated_adapter())
     path.write_bytes(b"two")
-    assert build.rated_adapter() == path.parent and first != build.adapter_id(path.parent) != bundled_hash[:12]
+    second = build.rating_id(path.parent)
+    assert build.rated_adapter() == path.parent and first != second != bundled_hash[:12]
+    decoder = tmp_path / "base" / "model" / "vae" / "diffusion_pytorch_model.safetensors"
+    decoder.parent.mkdir(parents=True)
+    decoder.write_bytes(b"decoder one")
+    with_base = build.rating_id(path.parent)
+    decoder.write_bytes(b"decoder two")  # a fine-tuned decoder: the same adapter, other outputs
+    assert len({second, with_base, build.rating_id(path.parent)}) == 3
     path.unlink()
     monkeypatch.setattr(pickstyle.toy, "TOY_MODEL", tmp_path / "no-model")
     with pytest.raises(SystemExit, match="adapter is missing: run `python toy/build.py adapter` first"):

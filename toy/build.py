@@ -640,12 +640,16 @@ def rated_adapter() -> Path:
     return bundled
 
 
-def adapter_id(adapter: Path) -> str:
-    """The first 12 hex digits of the sha256 of an adapter folder's weights file: `tune` and
-    `refine` reuse only rows rated with the same adapter."""
+def rating_id(adapter: Path) -> str:
+    """The first 12 hex digits of the sha256 of the weights a rating runs on: the adapter folder's
+    weights file, then every weights file of the base (`base_model`, its VAE included, which
+    `decoder` fine-tunes). `tune` and `refine` reuse only rows rated with the same id."""
     import hashlib
 
-    return hashlib.sha256((adapter / "pytorch_lora_weights.safetensors").read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256((adapter / "pytorch_lora_weights.safetensors").read_bytes())
+    for path in sorted(base_model().rglob("*.safetensors")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _setting_key(row: dict) -> tuple:
@@ -656,15 +660,15 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
     """Choose the toy model's sampling settings on `clips` validation clips (not the benchmark's):
     every style at every skip of TUNE_SKIPS, scales of TUNE_SCALES and lead-in of TUNE_LEAD_INS,
     each rated as `_rater` says; `choose_settings` ranks them. `reuse_grid`: keep the rows of
-    toy/work/tune.json rated on as many clips and steps, and rate only the others (so an
-    interrupted tune resumes) with the same adapter (`rated_adapter`). Writes toy/work/tune.json
-    after every row: {"clips", "steps", "adapter": `adapter_id`, "grid": [rows], "default": {skip,
+    toy/work/tune.json rated on as many clips and steps with the same weights (the adapter
+    `rated_adapter` gives and the base), and rate only the others (so an interrupted tune resumes). Writes toy/work/tune.json
+    after every row: {"clips", "steps", "weights": `rating_id`, "grid": [rows], "default": {skip,
     text_scale, context_scale, lead_in}, "chosen": {style: {...}}}; `refine` then narrows "chosen"
     on more clips."""
     stored = json.loads((WORK / "tune.json").read_text()) if reuse_grid and (WORK / "tune.json").is_file() else {}
     adapter_dir = rated_adapter()
-    adapter = adapter_id(adapter_dir)
-    same = (stored.get("clips"), stored.get("steps"), stored.get("adapter")) == (clips, steps, adapter)
+    weights = rating_id(adapter_dir)
+    same = (stored.get("clips"), stored.get("steps"), stored.get("weights")) == (clips, steps, weights)
     rated = {_setting_key(row): row for row in stored["grid"]} if same else {}
     settings = [{"skip": skip, "text_scale": wt, "context_scale": wc, "lead_in": lead_in}
                 for lead_in in TUNE_LEAD_INS for skip in TUNE_SKIPS for wt, wc in TUNE_SCALES]  # fmt: skip
@@ -674,7 +678,7 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
             rate = rate or _rater(clips, steps, adapter_dir)  # loads the model only when a row is left to rate
             rated[_setting_key(setting)] = rate(setting)
         grid.append(rated[_setting_key(setting)])
-        result = {"clips": clips, "steps": steps, "adapter": adapter, "grid": grid, **choose_settings(grid, STYLE_SETTING_KEYS)}
+        result = {"clips": clips, "steps": steps, "weights": weights, "grid": grid, **choose_settings(grid, STYLE_SETTING_KEYS)}
         _write_tune(result)
     print(json.dumps({"default": result["default"], "chosen": result["chosen"]}))
     return result
@@ -689,10 +693,10 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
     tune's clips are rated again on `clips` validation clips (the tune's first), for that style
     only, and the style takes the best of them by the same key (4 clips cannot tell a style picked
     on 70% of clips from one picked on all). Adds to toy/work/tune.json, after every row, "refine":
-    {"clips", "steps", "top", "adapter", "rows": [rows rating one style each]} and replaces
-    "chosen"; resumes from the rows it finds there for as many clips and steps and the same adapter.
-    The grid may come from another adapter (said in one line): refine then re-rates its shortlist
-    with the current one. Returns the new tune.json."""
+    {"clips", "steps", "top", "weights", "rows": [rows rating one style each]} and replaces
+    "chosen"; resumes from the rows it finds there for as many clips and steps and the same weights
+    (`rating_id`). The grid may come from other weights (said in one line; say a re-trained adapter
+    or a fine-tuned decoder): refine then re-rates its shortlist with the current ones. Returns the new tune.json."""
     path = WORK / "tune.json"
     if not path.is_file():
         raise SystemExit(f"{path} is missing: run `python toy/build.py tune` first")
@@ -700,11 +704,11 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
     shortlist = [(style, _setting_key(row)) for style in STYLES
                  for row in sorted(result["grid"], key=lambda r: rank_key(r, style), reverse=True)[:top]]  # fmt: skip
     adapter_dir = rated_adapter()
-    adapter = adapter_id(adapter_dir)
-    if result.get("adapter") != adapter:
-        print(f"the grid was rated with adapter {result.get('adapter')}, not {adapter}: refining its shortlist with {adapter}")
+    weights = rating_id(adapter_dir)
+    if result.get("weights") != weights:
+        print(f"the grid was rated with weights {result.get('weights')}, not {weights}: refining its shortlist with these")
     stored = result.get("refine", {})
-    same = (stored.get("clips"), stored.get("steps"), stored.get("adapter")) == (clips, result["steps"], adapter)
+    same = (stored.get("clips"), stored.get("steps"), stored.get("weights")) == (clips, result["steps"], weights)
     rated = {(*r["psnr"], _setting_key(r)): r for r in stored.get("rows", [])} if same else {}
     from_grid = choose_settings(result["grid"], STYLE_SETTING_KEYS)["chosen"]  # for styles not yet refined
     rate, rows = None, []
@@ -713,7 +717,7 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
             rate = rate or _rater(clips, result["steps"], adapter_dir)
             rated[style, setting] = rate(dict(zip(STYLE_SETTING_KEYS, setting)), (style,))
         rows.append(rated[style, setting])
-        result["refine"] = {"clips": clips, "steps": result["steps"], "top": top, "adapter": adapter, "rows": rows}
+        result["refine"] = {"clips": clips, "steps": result["steps"], "top": top, "weights": weights, "rows": rows}
         result["chosen"] = {**from_grid, **choose_settings(rows, STYLE_SETTING_KEYS)["chosen"]}
         _write_tune(result)
     print(json.dumps({"chosen": result["chosen"]}))
