@@ -232,3 +232,25 @@ def test_decoder_stage_passes_its_learning_rate_and_temporal_weight(monkeypatch,
     monkeypatch.setattr(sys, "argv", ["build.py", *argv])
     build.main()
     assert calls == [expected]
+
+
+def test_fp16_adapter_copies_as_half_and_leaves_an_identical_target_untouched(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    source, target = tmp_path / "adapter", tmp_path / "bundle" / "adapter.safetensors"
+    source.mkdir()
+    weights = {"transformer.vace_blocks.0.attn1.to_q.lora_A.weight": torch.linspace(-1, 1, 12).reshape(3, 4)}
+    save_file(weights, str(source / "pytorch_lora_weights.safetensors"), metadata={"format": "pt", "lora_adapter_metadata": "{}"})
+    build._fp16_adapter(source, target)
+    with safe_open(str(target), "pt") as f:
+        assert f.metadata() == {"format": "pt", "lora_adapter_metadata": "{}"}
+        copied = f.get_tensor("transformer.vace_blocks.0.attn1.to_q.lora_A.weight")
+    assert copied.dtype == torch.float16 and torch.equal(copied, weights["transformer.vace_blocks.0.attn1.to_q.lora_A.weight"].half())
+    written = target.stat().st_mtime_ns
+    build._fp16_adapter(source, target)
+    assert target.stat().st_mtime_ns == written  # the same tensors and metadata: not rewritten
+    save_file({k: v * 2 for k, v in weights.items()}, str(source / "pytorch_lora_weights.safetensors"), metadata={"format": "pt", "lora_adapter_metadata": "{}"})
+    build._fp16_adapter(source, target)
+    with safe_open(str(target), "pt") as f:
+        assert torch.equal(f.get_tensor("transformer.vace_blocks.0.attn1.to_q.lora_A.weight"), (weights["transformer.vace_blocks.0.attn1.to_q.lora_A.weight"] * 2).half())

@@ -769,14 +769,22 @@ TOY_SETTINGS = {  # `pickstyle stylize` defaults for the toy model (src/pickstyl
 
 
 def _fp16_adapter(folder: Path, target: Path) -> None:
-    """Copy an adapter's LoRA file (diffusers format) as fp16, keeping its metadata."""
+    """Copy an adapter's LoRA file (diffusers format) as fp16, keeping its metadata; a target that
+    already holds the same tensors and metadata is left as it is (safetensors writes the metadata
+    in an order that changes between runs, so a rewrite would change the bundle's bytes)."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    source = folder / "pytorch_lora_weights.safetensors"
-    with safe_open(str(source), "pt") as f:
-        metadata = f.metadata()
-        tensors = {k: f.get_tensor(k).half().contiguous() for k in f.keys()}
+    def read(path: Path):
+        with safe_open(str(path), "pt") as f:
+            return f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+
+    metadata, tensors = read(folder / "pytorch_lora_weights.safetensors")
+    tensors = {k: v.half().contiguous() for k, v in tensors.items()}
+    if target.is_file():
+        old_metadata, old = read(target)
+        if old_metadata == metadata and old.keys() == tensors.keys() and all(torch.equal(old[k], v) for k, v in tensors.items()):
+            return
     target.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(target), metadata=metadata)
 
