@@ -759,8 +759,8 @@ TOY_SETTINGS = {  # `pickstyle stylize` defaults for the toy model (src/pickstyl
     "style_settings": {  # tune.json's "chosen"
         "sketch": {"skip": 0, "text_scale": 4.0, "context_scale": 1.0, "lead_in": 0},
         "sepia": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4},
-        "blueprint": {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0},
-        "thermal": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4},
+        "blueprint": {"skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 0},
+        "thermal": {"skip": 0, "text_scale": 1.0, "context_scale": 1.0, "lead_in": 4},
         "night vision": {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 4},
     },
     "scheduler": "euler", "shift": 3.0, "negative_prompt": "",
