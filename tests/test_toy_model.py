@@ -223,6 +223,24 @@ def test_the_no_lead_in_row_runs_the_styles_settings_without_their_lead_in(tiny_
     assert led["pickstyle"]["sepia"]["psnr"] != plain["pickstyle"]["sepia"]["psnr"]
 
 
+def test_the_context_guidance_rows_set_w_c_to_one_and_a_half_with_either_null(tiny_model_dir):
+    rows = [row for row in ROWS if row.name in ("pickstyle", "context guidance 1.5", "context 1.5, zero null")]
+    clips = benchmark_clips(1, frames=5, size=32)
+
+    def run(context_scale):
+        settings = {"steps": 4, "skip": 0, "text_scale": 3.0, "context_scale": context_scale}
+        (tiny_model_dir / SETTINGS_FILE).write_text(json.dumps(settings))
+        try:
+            return run_rows(rows, ["sepia"], clips, progress=False, model=tiny_model_dir)[0]
+        finally:
+            (tiny_model_dir / SETTINGS_FILE).unlink()
+
+    off, on = run(1.0), run(1.5)
+    assert off["context guidance 1.5"]["sepia"] == on["pickstyle"]["sepia"] == on["context guidance 1.5"]["sepia"]
+    assert off["pickstyle"]["sepia"]["psnr"] != off["context guidance 1.5"]["sepia"]["psnr"]
+    assert off["context 1.5, zero null"]["sepia"]["psnr"] != off["context guidance 1.5"]["sepia"]["psnr"]
+
+
 def test_bench_rejects_unknown_rows(capsys):
     assert main(["bench", "quality", "--rows", "best"]) == 2
     assert "--rows 'best': not a row" in capsys.readouterr().err
