@@ -117,7 +117,7 @@ def test_refine_rates_each_styles_shortlist_on_more_clips_and_resumes(tmp_path, 
     assert len(calls) == 2 * len(styles)  # other weights: rated afresh
 
 
-def test_tune_resumes_only_rows_rated_with_the_same_adapter(tmp_path, monkeypatch):
+def test_tune_resumes_only_rows_rated_with_the_same_weights(tmp_path, monkeypatch):
     calls = []
 
     def fake_rater(clips, steps, adapter):
@@ -240,17 +240,18 @@ def test_fp16_adapter_copies_as_half_and_leaves_an_identical_target_untouched(tm
 
     source, target = tmp_path / "adapter", tmp_path / "bundle" / "adapter.safetensors"
     source.mkdir()
-    weights = {"transformer.vace_blocks.0.attn1.to_q.lora_A.weight": torch.linspace(-1, 1, 12).reshape(3, 4)}
-    save_file(weights, str(source / "pytorch_lora_weights.safetensors"), metadata={"format": "pt", "lora_adapter_metadata": "{}"})
+    key, metadata = "transformer.vace_blocks.0.attn1.to_q.lora_A.weight", {"format": "pt", "lora_adapter_metadata": "{}"}
+    weight = torch.linspace(-1, 1, 12).reshape(3, 4)
+    save_file({key: weight}, str(source / "pytorch_lora_weights.safetensors"), metadata=metadata)
     build._fp16_adapter(source, target)
     with safe_open(str(target), "pt") as f:
-        assert f.metadata() == {"format": "pt", "lora_adapter_metadata": "{}"}
-        copied = f.get_tensor("transformer.vace_blocks.0.attn1.to_q.lora_A.weight")
-    assert copied.dtype == torch.float16 and torch.equal(copied, weights["transformer.vace_blocks.0.attn1.to_q.lora_A.weight"].half())
+        assert f.metadata() == metadata
+        copied = f.get_tensor(key)
+    assert copied.dtype == torch.float16 and torch.equal(copied, weight.half())
     written = target.stat().st_mtime_ns
     build._fp16_adapter(source, target)
     assert target.stat().st_mtime_ns == written  # the same tensors and metadata: not rewritten
-    save_file({k: v * 2 for k, v in weights.items()}, str(source / "pytorch_lora_weights.safetensors"), metadata={"format": "pt", "lora_adapter_metadata": "{}"})
+    save_file({key: weight * 2}, str(source / "pytorch_lora_weights.safetensors"), metadata=metadata)
     build._fp16_adapter(source, target)
     with safe_open(str(target), "pt") as f:
-        assert torch.equal(f.get_tensor("transformer.vace_blocks.0.attn1.to_q.lora_A.weight"), (weights["transformer.vace_blocks.0.attn1.to_q.lora_A.weight"] * 2).half())
+        assert torch.equal(f.get_tensor(key), (weight * 2).half())

@@ -188,17 +188,22 @@ def test_quality_benchmark_runs_on_one_clip_and_one_style(tmp_path, capsys):
     assert {r.name for r in ROWS} >= {"plain cfg", "zero null context", "static-clip adapter", "main-block adapter"}
 
 
+def _sepia_rows_at(model_dir, names, settings: dict) -> dict:
+    """run_rows for the rows `names`, sepia only, on one 5-frame 32x32 clip, with `settings` as the
+    model folder's pickstyle.json for the run (removed afterwards)."""
+    (model_dir / SETTINGS_FILE).write_text(json.dumps(settings))
+    try:
+        rows = [row for row in ROWS if row.name in names]
+        return run_rows(rows, ["sepia"], benchmark_clips(1, frames=5, size=32), progress=False, model=model_dir)[0]
+    finally:
+        (model_dir / SETTINGS_FILE).unlink()
+
+
 def test_the_one_setting_row_uses_the_model_wide_settings_instead_of_the_styles(tiny_model_dir):
-    rows = [row for row in ROWS if row.name in ("pickstyle", "one setting for all")]
-    clips = benchmark_clips(1, frames=5, size=32)
     model_wide = {"steps": 4, "skip": 0, "text_scale": 3.0, "context_scale": 2.0}
 
     def run(settings):
-        (tiny_model_dir / SETTINGS_FILE).write_text(json.dumps(settings))
-        try:
-            return run_rows(rows, ["sepia"], clips, progress=False, model=tiny_model_dir)[0]
-        finally:
-            (tiny_model_dir / SETTINGS_FILE).unlink()
+        return _sepia_rows_at(tiny_model_dir, ("pickstyle", "one setting for all"), settings)
 
     per_style = run({**model_wide, "style_settings": {"sepia": {"skip": 8, "text_scale": 1.0}}})
     assert per_style["pickstyle"]["sepia"] == run({**model_wide, "skip": 8, "text_scale": 1.0})["pickstyle"]["sepia"]
@@ -207,16 +212,9 @@ def test_the_one_setting_row_uses_the_model_wide_settings_instead_of_the_styles(
 
 
 def test_the_no_lead_in_row_runs_the_styles_settings_without_their_lead_in(tiny_model_dir):
-    rows = [row for row in ROWS if row.name in ("pickstyle", "no lead-in")]
-    clips = benchmark_clips(1, frames=5, size=32)
-
     def run(lead_in):
         settings = {"steps": 4, "skip": 0, "text_scale": 3.0, "context_scale": 2.0, "style_settings": {"sepia": {"lead_in": lead_in}}}
-        (tiny_model_dir / SETTINGS_FILE).write_text(json.dumps(settings))
-        try:
-            return run_rows(rows, ["sepia"], clips, progress=False, model=tiny_model_dir)[0]
-        finally:
-            (tiny_model_dir / SETTINGS_FILE).unlink()
+        return _sepia_rows_at(tiny_model_dir, ("pickstyle", "no lead-in"), settings)
 
     led, plain = run(4), run(0)
     assert led["no lead-in"]["sepia"] == plain["pickstyle"]["sepia"] == plain["no lead-in"]["sepia"]
@@ -224,16 +222,9 @@ def test_the_no_lead_in_row_runs_the_styles_settings_without_their_lead_in(tiny_
 
 
 def test_the_context_guidance_rows_set_w_c_to_one_and_a_half_with_either_null(tiny_model_dir):
-    rows = [row for row in ROWS if row.name in ("pickstyle", "context guidance 1.5", "context 1.5, zero null")]
-    clips = benchmark_clips(1, frames=5, size=32)
-
     def run(context_scale):
         settings = {"steps": 4, "skip": 0, "text_scale": 3.0, "context_scale": context_scale}
-        (tiny_model_dir / SETTINGS_FILE).write_text(json.dumps(settings))
-        try:
-            return run_rows(rows, ["sepia"], clips, progress=False, model=tiny_model_dir)[0]
-        finally:
-            (tiny_model_dir / SETTINGS_FILE).unlink()
+        return _sepia_rows_at(tiny_model_dir, ("pickstyle", "context guidance 1.5", "context 1.5, zero null"), settings)
 
     off, on = run(1.0), run(1.5)
     assert off["context guidance 1.5"]["sepia"] == on["pickstyle"]["sepia"] == on["context guidance 1.5"]["sepia"]

@@ -661,10 +661,10 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
     every style at every skip of TUNE_SKIPS, scales of TUNE_SCALES and lead-in of TUNE_LEAD_INS,
     each rated as `_rater` says; `choose_settings` ranks them. `reuse_grid`: keep the rows of
     toy/work/tune.json rated on as many clips and steps with the same weights (the adapter
-    `rated_adapter` gives and the base), and rate only the others (so an interrupted tune resumes). Writes toy/work/tune.json
-    after every row: {"clips", "steps", "weights": `rating_id`, "grid": [rows], "default": {skip,
-    text_scale, context_scale, lead_in}, "chosen": {style: {...}}}; `refine` then narrows "chosen"
-    on more clips."""
+    `rated_adapter` gives and the base), and rate only the others (so an interrupted tune
+    resumes). Writes toy/work/tune.json after every row: {"clips", "steps", "weights":
+    `rating_id`, "grid": [rows], "default": {skip, text_scale, context_scale, lead_in}, "chosen":
+    {style: {...}}}; `refine` then narrows "chosen" on more clips."""
     stored = json.loads((WORK / "tune.json").read_text()) if reuse_grid and (WORK / "tune.json").is_file() else {}
     adapter_dir = rated_adapter()
     weights = rating_id(adapter_dir)
@@ -695,8 +695,9 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
     on 70% of clips from one picked on all). Adds to toy/work/tune.json, after every row, "refine":
     {"clips", "steps", "top", "weights", "rows": [rows rating one style each]} and replaces
     "chosen"; resumes from the rows it finds there for as many clips and steps and the same weights
-    (`rating_id`). The grid may come from other weights (said in one line; say a re-trained adapter
-    or a fine-tuned decoder): refine then re-rates its shortlist with the current ones. Returns the new tune.json."""
+    (`rating_id`). The grid may come from other weights (said in one line; say a re-trained
+    adapter or a fine-tuned decoder): refine then re-rates its shortlist with the current ones.
+    Returns the new tune.json."""
     path = WORK / "tune.json"
     if not path.is_file():
         raise SystemExit(f"{path} is missing: run `python toy/build.py tune` first")
