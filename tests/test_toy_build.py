@@ -115,9 +115,13 @@ def test_refine_rates_each_styles_shortlist_on_more_clips_and_resumes(tmp_path, 
     monkeypatch.setattr(build, "rating_id", lambda adapter: "weights-b")
     assert build.refine(clips=16, top=2)["refine"]["weights"] == "weights-b"
     assert len(calls) == 2 * len(styles)  # other weights: rated afresh
+    calls.clear()
+    monkeypatch.setitem(build.TOY_SETTINGS, "shift", 12.0)
+    assert build.refine(clips=16, top=2)["refine"]["sampler"] == "euler shift 12"
+    assert len(calls) == 2 * len(styles)  # another sampler: rated afresh
 
 
-def test_tune_resumes_only_rows_rated_with_the_same_weights(tmp_path, monkeypatch):
+def test_tune_resumes_only_rows_rated_with_the_same_weights_and_sampler(tmp_path, monkeypatch):
     calls = []
 
     def fake_rater(clips, steps, adapter):
@@ -138,6 +142,9 @@ def test_tune_resumes_only_rows_rated_with_the_same_weights(tmp_path, monkeypatc
     assert build.tune(clips=2, steps=4, reuse_grid=True) == first and calls == []
     monkeypatch.setattr(build, "rating_id", lambda adapter: "weights-b")
     assert build.tune(clips=2, steps=4, reuse_grid=True)["weights"] == "weights-b" and len(calls) == grid_size
+    calls.clear()
+    monkeypatch.setitem(build.TOY_SETTINGS, "shift", 12.0)
+    assert build.tune(clips=2, steps=4, reuse_grid=True)["sampler"] == "euler shift 12" and len(calls) == grid_size
 
 
 def test_rated_adapter_is_the_trained_one_else_the_bundled_one_and_the_rating_id_follows_adapter_and_base(tmp_path, monkeypatch):

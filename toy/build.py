@@ -602,9 +602,11 @@ def _rater(clips: int, steps: int, adapter: Path):
     truth's}} (the checks of issue 5)."""
     from pickstyle.metrics import warp_error
     from pickstyle.quality import score
+    from pickstyle.schedulers import make_scheduler
     from pickstyle.toy import load_toy_pipeline, style_prompt, toy_stylize
 
     pipe, _ = load_toy_pipeline(base_model(), adapter=str(adapter))
+    pipe.scheduler = make_scheduler(TOY_SETTINGS["scheduler"], TOY_SETTINGS["shift"])  # the sampler the bundle will carry
     scenes = [make_scene_clip(np.random.default_rng(TUNE_SEED + i), FRAMES, SIZE, SIZE) for i in range(clips)]
     truths = [{style: np.stack([fn(f) for f in frames]) for style, fn in STYLES.items()} for frames, _ in scenes]
     truth_warp = {style: np.mean([warp_error(ts[style], frames) for (frames, _), ts in zip(scenes, truths)]) for style in STYLES}
@@ -652,6 +654,12 @@ def rating_id(adapter: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def rating_sampler() -> str:
+    """The sampler `_rater` rates with, as `tune` and `refine` record it: TOY_SETTINGS' scheduler and
+    flow shift (rows rated at another shift are rated afresh, like rows of other weights)."""
+    return f"{TOY_SETTINGS['scheduler']} shift {TOY_SETTINGS['shift']:g}"
+
+
 def _setting_key(row: dict) -> tuple:
     return tuple(row[k] for k in STYLE_SETTING_KEYS)
 
@@ -661,14 +669,15 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
     every style at every skip of TUNE_SKIPS, scales of TUNE_SCALES and lead-in of TUNE_LEAD_INS,
     each rated as `_rater` says; `choose_settings` ranks them. `reuse_grid`: keep the rows of
     toy/work/tune.json rated on as many clips and steps with the same weights (the adapter
-    `rated_adapter` gives and the base), and rate only the others (so an interrupted tune
-    resumes). Writes toy/work/tune.json after every row: {"clips", "steps", "weights":
-    `rating_id`, "grid": [rows], "default": {skip, text_scale, context_scale, lead_in}, "chosen":
-    {style: {...}}}; `refine` then narrows "chosen" on more clips."""
+    `rated_adapter` gives and the base) and sampler, and rate only the others (so an interrupted
+    tune resumes). Writes toy/work/tune.json after every row: {"clips", "steps", "weights":
+    `rating_id`, "sampler": `rating_sampler`, "grid": [rows], "default": {skip, text_scale,
+    context_scale, lead_in}, "chosen": {style: {...}}}; `refine` then narrows "chosen" on more
+    clips."""
     stored = json.loads((WORK / "tune.json").read_text()) if reuse_grid and (WORK / "tune.json").is_file() else {}
     adapter_dir = rated_adapter()
-    weights = rating_id(adapter_dir)
-    same = (stored.get("clips"), stored.get("steps"), stored.get("weights")) == (clips, steps, weights)
+    weights, sampler = rating_id(adapter_dir), rating_sampler()
+    same = (stored.get("clips"), stored.get("steps"), stored.get("weights"), stored.get("sampler")) == (clips, steps, weights, sampler)
     rated = {_setting_key(row): row for row in stored["grid"]} if same else {}
     settings = [{"skip": skip, "text_scale": wt, "context_scale": wc, "lead_in": lead_in}
                 for lead_in in TUNE_LEAD_INS for skip in TUNE_SKIPS for wt, wc in TUNE_SCALES]  # fmt: skip
@@ -678,7 +687,7 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
             rate = rate or _rater(clips, steps, adapter_dir)  # loads the model only when a row is left to rate
             rated[_setting_key(setting)] = rate(setting)
         grid.append(rated[_setting_key(setting)])
-        result = {"clips": clips, "steps": steps, "weights": weights, "grid": grid, **choose_settings(grid, STYLE_SETTING_KEYS)}
+        result = {"clips": clips, "steps": steps, "weights": weights, "sampler": sampler, "grid": grid, **choose_settings(grid, STYLE_SETTING_KEYS)}
         _write_tune(result)
     print(json.dumps({"default": result["default"], "chosen": result["chosen"]}))
     return result
@@ -693,10 +702,11 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
     tune's clips are rated again on `clips` validation clips (the tune's first), for that style
     only, and the style takes the best of them by the same key (4 clips cannot tell a style picked
     on 70% of clips from one picked on all). Adds to toy/work/tune.json, after every row, "refine":
-    {"clips", "steps", "top", "weights", "rows": [rows rating one style each]} and replaces
-    "chosen"; resumes from the rows it finds there for as many clips and steps and the same weights
-    (`rating_id`). The grid may come from other weights (said in one line; say a re-trained
-    adapter or a fine-tuned decoder): refine then re-rates its shortlist with the current ones.
+    {"clips", "steps", "top", "weights", "sampler", "rows": [rows rating one style each]} and
+    replaces "chosen"; resumes from the rows it finds there for as many clips and steps and the
+    same weights (`rating_id`) and sampler (`rating_sampler`). The grid may come from other weights
+    or another sampler (said in one line; say a re-trained adapter, a fine-tuned decoder or a new
+    shift): refine then re-rates its shortlist with the current ones.
     Returns the new tune.json."""
     path = WORK / "tune.json"
     if not path.is_file():
@@ -705,11 +715,12 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
     shortlist = [(style, _setting_key(row)) for style in STYLES
                  for row in sorted(result["grid"], key=lambda r: rank_key(r, style), reverse=True)[:top]]  # fmt: skip
     adapter_dir = rated_adapter()
-    weights = rating_id(adapter_dir)
-    if result.get("weights") != weights:
-        print(f"the grid was rated with weights {result.get('weights')}, not {weights}: refining its shortlist with these")
+    weights, sampler = rating_id(adapter_dir), rating_sampler()
+    if (result.get("weights"), result.get("sampler")) != (weights, sampler):
+        print(f"the grid was rated with weights {result.get('weights')} and sampler {result.get('sampler')}, not {weights} and"
+              f" {sampler}: refining its shortlist with these")  # fmt: skip
     stored = result.get("refine", {})
-    same = (stored.get("clips"), stored.get("steps"), stored.get("weights")) == (clips, result["steps"], weights)
+    same = (stored.get("clips"), stored.get("steps"), stored.get("weights"), stored.get("sampler")) == (clips, result["steps"], weights, sampler)
     rated = {(*r["psnr"], _setting_key(r)): r for r in stored.get("rows", [])} if same else {}
     from_grid = choose_settings(result["grid"], STYLE_SETTING_KEYS)["chosen"]  # for styles not yet refined
     rate, rows = None, []
@@ -718,7 +729,7 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
             rate = rate or _rater(clips, result["steps"], adapter_dir)
             rated[style, setting] = rate(dict(zip(STYLE_SETTING_KEYS, setting)), (style,))
         rows.append(rated[style, setting])
-        result["refine"] = {"clips": clips, "steps": result["steps"], "top": top, "weights": weights, "rows": rows}
+        result["refine"] = {"clips": clips, "steps": result["steps"], "top": top, "weights": weights, "sampler": sampler, "rows": rows}
         result["chosen"] = {**from_grid, **choose_settings(rows, STYLE_SETTING_KEYS)["chosen"]}
         _write_tune(result)
     print(json.dumps({"chosen": result["chosen"]}))
