@@ -660,6 +660,13 @@ def rating_sampler() -> str:
     return f"{TOY_SETTINGS['scheduler']} shift {TOY_SETTINGS['shift']:g}"
 
 
+def _rated_with(clips: int, steps: int, adapter: Path) -> dict:
+    """What a rating depends on besides its setting: {"clips", "steps", "weights": `rating_id`,
+    "sampler": `rating_sampler`}. `tune` and `refine` store it beside their rows and reuse rows only
+    where all four match."""
+    return {"clips": clips, "steps": steps, "weights": rating_id(adapter), "sampler": rating_sampler()}
+
+
 def _setting_key(row: dict) -> tuple:
     return tuple(row[k] for k in STYLE_SETTING_KEYS)
 
@@ -676,9 +683,8 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
     clips."""
     stored = json.loads((WORK / "tune.json").read_text()) if reuse_grid and (WORK / "tune.json").is_file() else {}
     adapter_dir = rated_adapter()
-    weights, sampler = rating_id(adapter_dir), rating_sampler()
-    same = (stored.get("clips"), stored.get("steps"), stored.get("weights"), stored.get("sampler")) == (clips, steps, weights, sampler)
-    rated = {_setting_key(row): row for row in stored["grid"]} if same else {}
+    key = _rated_with(clips, steps, adapter_dir)
+    rated = {_setting_key(row): row for row in stored["grid"]} if all(stored.get(k) == v for k, v in key.items()) else {}
     settings = [{"skip": skip, "text_scale": wt, "context_scale": wc, "lead_in": lead_in}
                 for lead_in in TUNE_LEAD_INS for skip in TUNE_SKIPS for wt, wc in TUNE_SCALES]  # fmt: skip
     rate, grid = None, []
@@ -687,7 +693,7 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
             rate = rate or _rater(clips, steps, adapter_dir)  # loads the model only when a row is left to rate
             rated[_setting_key(setting)] = rate(setting)
         grid.append(rated[_setting_key(setting)])
-        result = {"clips": clips, "steps": steps, "weights": weights, "sampler": sampler, "grid": grid, **choose_settings(grid, STYLE_SETTING_KEYS)}
+        result = {**key, "grid": grid, **choose_settings(grid, STYLE_SETTING_KEYS)}
         _write_tune(result)
     print(json.dumps({"default": result["default"], "chosen": result["chosen"]}))
     return result
@@ -706,8 +712,7 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
     replaces "chosen"; resumes from the rows it finds there for as many clips and steps and the
     same weights (`rating_id`) and sampler (`rating_sampler`). The grid may come from other weights
     or another sampler (said in one line; say a re-trained adapter, a fine-tuned decoder or a new
-    shift): refine then re-rates its shortlist with the current ones.
-    Returns the new tune.json."""
+    shift): refine then re-rates its shortlist with the current ones. Returns the new tune.json."""
     path = WORK / "tune.json"
     if not path.is_file():
         raise SystemExit(f"{path} is missing: run `python toy/build.py tune` first")
@@ -715,12 +720,12 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
     shortlist = [(style, _setting_key(row)) for style in STYLES
                  for row in sorted(result["grid"], key=lambda r: rank_key(r, style), reverse=True)[:top]]  # fmt: skip
     adapter_dir = rated_adapter()
-    weights, sampler = rating_id(adapter_dir), rating_sampler()
-    if (result.get("weights"), result.get("sampler")) != (weights, sampler):
-        print(f"the grid was rated with weights {result.get('weights')} and sampler {result.get('sampler')}, not {weights} and"
-              f" {sampler}: refining its shortlist with these")  # fmt: skip
+    key = _rated_with(clips, result["steps"], adapter_dir)
+    if (result.get("weights"), result.get("sampler")) != (key["weights"], key["sampler"]):
+        print(f"the grid was rated with weights {result.get('weights')} and sampler {result.get('sampler')}, not {key['weights']}"
+              f" and {key['sampler']}: refining its shortlist with these")  # fmt: skip
     stored = result.get("refine", {})
-    same = (stored.get("clips"), stored.get("steps"), stored.get("weights"), stored.get("sampler")) == (clips, result["steps"], weights, sampler)
+    same = all(stored.get(k) == v for k, v in key.items())
     rated = {(*r["psnr"], _setting_key(r)): r for r in stored.get("rows", [])} if same else {}
     from_grid = choose_settings(result["grid"], STYLE_SETTING_KEYS)["chosen"]  # for styles not yet refined
     rate, rows = None, []
@@ -729,7 +734,7 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
             rate = rate or _rater(clips, result["steps"], adapter_dir)
             rated[style, setting] = rate(dict(zip(STYLE_SETTING_KEYS, setting)), (style,))
         rows.append(rated[style, setting])
-        result["refine"] = {"clips": clips, "steps": result["steps"], "top": top, "weights": weights, "sampler": sampler, "rows": rows}
+        result["refine"] = {**key, "top": top, "rows": rows}
         result["chosen"] = {**from_grid, **choose_settings(rows, STYLE_SETTING_KEYS)["chosen"]}
         _write_tune(result)
     print(json.dumps({"chosen": result["chosen"]}))
