@@ -774,9 +774,9 @@ TOY_SETTINGS = {  # `pickstyle stylize` defaults for the toy model (src/pickstyl
     "styles": list(STYLES), "size": f"{SIZE}x{SIZE}", "frames": FRAMES, "fps": 8.0, "steps": 20,
     "skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 4,  # tune.json's "default"
     "style_settings": {  # tune.json's "chosen"
-        "sketch": {"skip": 0, "text_scale": 4.0, "context_scale": 1.0, "lead_in": 0},
+        "sketch": {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0},
         "sepia": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4},
-        "blueprint": {"skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 0},
+        "blueprint": {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0},
         "thermal": {"skip": 0, "text_scale": 1.0, "context_scale": 1.0, "lead_in": 4},
         "night vision": {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 4},
     },
