@@ -109,6 +109,7 @@ def test_refine_rates_each_styles_shortlist_on_more_clips_and_resumes(tmp_path, 
     assert json.loads((tmp_path / "tune.json").read_text()) == result
     calls.clear()
     assert build.refine(clips=12, top=2) == result and calls == []  # resumed: nothing rated again
+    assert build.refine(clips=12, top=1)["chosen"] == result["chosen"] and calls == []  # skip 2 is off the shortlist now, kept
     build.refine(clips=16, top=2)
     assert len(calls) == 2 * len(styles)  # more clips: rated afresh
     calls.clear()

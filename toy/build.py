@@ -710,7 +710,9 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
     on 70% of clips from one picked on all). Adds to toy/work/tune.json, after every row, "refine":
     {"clips", "steps", "top", "weights", "sampler", "rows": [rows rating one style each]} and
     replaces "chosen"; resumes from the rows it finds there for as many clips and steps and the
-    same weights (`rating_id`) and sampler (`rating_sampler`). The grid may come from other weights
+    same weights (`rating_id`) and sampler (`rating_sampler`), and keeps those outside the current
+    shortlist among the candidates (a re-rated grid may drop a setting the more clips preferred:
+    what was measured on them is not thrown away). The grid may come from other weights
     or another sampler (said in one line; say a re-trained adapter, a fine-tuned decoder or a new
     shift): refine then re-rates its shortlist with the current ones. Returns the new tune.json."""
     path = WORK / "tune.json"
@@ -728,7 +730,8 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
     same = all(stored.get(k) == v for k, v in key.items())
     rated = {(*r["psnr"], _setting_key(r)): r for r in stored.get("rows", [])} if same else {}
     from_grid = choose_settings(result["grid"], STYLE_SETTING_KEYS)["chosen"]  # for styles not yet refined
-    rate, rows = None, []
+    rows = [row for pair, row in rated.items() if pair not in set(shortlist)]  # rated before on these clips: kept
+    rate = None
     for style, setting in shortlist:
         if (style, setting) not in rated:
             rate = rate or _rater(clips, result["steps"], adapter_dir)
@@ -772,13 +775,13 @@ TOY_SETTINGS = {  # `pickstyle stylize` defaults for the toy model (src/pickstyl
     "name": "pickstyle-tiny",
     "description": "a toy stand-in for Wan2.1-VACE trained on two CPU cores (MODEL.md); toy styles only",
     "styles": list(STYLES), "size": f"{SIZE}x{SIZE}", "frames": FRAMES, "fps": 8.0, "steps": 20,
-    "skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 4,  # tune.json's "default"
+    "skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4,  # tune.json's "default"
     "style_settings": {  # tune.json's "chosen"
         "sketch": {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0},
         "sepia": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4},
         "blueprint": {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0},
         "thermal": {"skip": 0, "text_scale": 1.0, "context_scale": 1.0, "lead_in": 4},
-        "night vision": {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 4},
+        "night vision": {"skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 0},
     },
     "scheduler": "euler", "shift": 3.0, "negative_prompt": "",
     "max_sequence_length": 32, "adapter": "adapter",
