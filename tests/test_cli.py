@@ -149,6 +149,7 @@ def _bad_cases(tmp_path, model, source):
         "size not a multiple of 16": ([str(source), "--size", "81x48"], "multiples of 16"),
         "frames not 4k+1": ([str(source), "--frames", "8"], "--frames 8"),
         "lead-in not a multiple of 4": ([str(source), "--lead-in", "6"], "--lead-in 6"),
+        "guidance end over 1": ([str(source), "--guidance-end", "1.5"], "--guidance-end 1.5"),
         "unwritable output": ([str(source), "-o", str(blocker / "out.mp4")], "a_file"),
         "output format": ([str(source), "-o", str(tmp_path / "out.avi")], "out.avi"),
     }

@@ -216,6 +216,8 @@ def test_default_negative_prompt_is_wans(tiny_components):
         (dict(num_frames=8), "num_frames"),
         (dict(lead_in_frames=3), "lead_in_frames"),
         (dict(lead_in_frames=12), "lead_in_frames"),
+        (dict(guidance_end=0.0), "guidance_end"),
+        (dict(guidance_end=1.5), "guidance_end"),
     ],
 )
 def test_bad_arguments_raise_one_line_errors(tiny_components, kw, named):
@@ -223,6 +225,29 @@ def test_bad_arguments_raise_one_line_errors(tiny_components, kw, named):
     with pytest.raises(PickStyleError) as err:
         _run(pipe, **kw)
     assert named in str(err.value) and "\n" not in str(err.value)
+
+
+def test_guidance_end_guides_only_the_first_steps_of_the_schedule(tiny_components):
+    pipe = PickStylePipeline(**tiny_components)
+
+    def run(**kw):
+        rec = ForwardRecorder(pipe.transformer)
+        out = _run(pipe, generator=torch.Generator().manual_seed(5), **kw)
+        rec.remove()
+        return out, rec.calls
+
+    full, full_calls = run(skip_steps=0)
+    half, half_calls = run(skip_steps=0, guidance_end=0.5)  # steps 0 and 1 of 3 (i < 1.5) guided, step 2 one pass
+    assert (len(full_calls), len(half_calls)) == (9, 3 + 3 + 1)
+    for a, b in zip(full_calls[:7], half_calls):  # the same inputs up to the last step's conditional pass
+        torch.testing.assert_close(a["hidden_states"], b["hidden_states"], rtol=0, atol=0)
+    unguided, _ = run(skip_steps=0, guidance="none")
+    assert not np.array_equal(half, full) and np.abs(half - unguided).max() > 1e-4
+    # the skipped steps count: with skip 1 of 3, guidance_end 0.3 guides no step (1 >= 0.9)
+    late, late_calls = run(skip_steps=1, guidance_end=0.3)
+    np.testing.assert_array_equal(late, run(skip_steps=1, guidance="none")[0])
+    assert len(late_calls) == 2
+    np.testing.assert_array_equal(run(skip_steps=0, guidance_end=1.0)[0], full)
 
 
 def test_lead_in_generates_the_clip_after_its_mirrored_start_and_drops_that_start(tiny_components):

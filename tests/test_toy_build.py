@@ -86,7 +86,7 @@ def test_refine_rates_each_styles_shortlist_on_more_clips_and_resumes(tmp_path, 
     # on the tune's clips PSNR rises with w_t; on more clips skip 2 picks every style's own on all
     grid = [dict(s, psnr={st: s["text_scale"] for st in styles}, own=dict.fromkeys(styles, 0.75), warp_vs_truth=dict.fromkeys(styles, 2.0))
             for s in settings]  # fmt: skip
-    (tmp_path / "tune.json").write_text(json.dumps({"clips": 4, "steps": 20, "grid": grid, **build.choose_settings(grid, build.STYLE_SETTING_KEYS)}))
+    (tmp_path / "tune.json").write_text(json.dumps({"clips": 4, "steps": 20, "grid": grid, **build.choose_settings(grid, build.RATED_KEYS)}))
     calls = []
 
     def fake_rater(clips, steps, adapter):
@@ -105,7 +105,7 @@ def test_refine_rates_each_styles_shortlist_on_more_clips_and_resumes(tmp_path, 
     assert sorted(calls) == sorted(((st,), skip, 3.0) for st in styles for skip in (0, 2))
     assert all(len(row["psnr"]) == 1 for row in result["refine"]["rows"]) and len(result["refine"]["rows"]) == 2 * len(styles)
     assert result["chosen"] == dict.fromkeys(styles, {"skip": 2, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0})
-    assert result["default"] == build.choose_settings(grid, build.STYLE_SETTING_KEYS)["default"]  # from the full grid
+    assert result["default"] == build.choose_settings(grid, build.RATED_KEYS)["default"]  # from the full grid
     assert json.loads((tmp_path / "tune.json").read_text()) == result
     calls.clear()
     assert build.refine(clips=12, top=2) == result and calls == []  # resumed: nothing rated again

@@ -88,6 +88,7 @@ def test_model_settings_errors_name_the_file_and_key(tmp_path):
         ('{"style_settings": {"sepia": {"text_scale": "big"}}}', "text_scale = 'big' is not a number"),
         ('{"style_settings": {"sepia": {"shift": 3}}}', "style_settings\\['sepia'\\] has unknown key 'shift'"),
         ('{"style_settings": {"sepia": {"lead_in": 2}}}', "style_settings\\['sepia'\\].lead_in = 2 is not a multiple of 4"),
+        ('{"style_settings": {"sepia": {"guidance_end": 0}}}', "style_settings\\['sepia'\\].guidance_end = 0 is not a fraction"),
     ]:
         path.write_text(text)
         with pytest.raises(PickStyleError, match=fragment) as err:
@@ -114,13 +115,14 @@ def test_flags_override_the_model_settings(tiny_model_dir, tmp_path, capsys):
 def test_a_models_per_style_settings_apply_to_prompts_in_that_style_unless_a_flag_says(tiny_model_dir, tmp_path, capsys):
     settings = {"steps": 4, "size": "32x32", "skip": 8, "text_scale": 3,
                 "style_settings": {"Night Vision": {"skip": 0, "text_scale": 7}, "sepia": {"skip": 12, "context_scale": 1.5},
-                                   "thermal": {"lead_in": 4}}}
+                                   "thermal": {"lead_in": 4}, "sketch": {"guidance_end": 0.5}}}
     (tiny_model_dir / SETTINGS_FILE).write_text(json.dumps(settings))
     try:
         for prompt, extra, expected in [
             ("night vision style. a ring", [], "(skip 0), cs-cfg w_t=7 w_c=4"),
             ("Sepia style. a ring", [], "(skip 2), cs-cfg w_t=3 w_c=1.5"),
-            ("sketch style. a ring", [], "(skip 2), cs-cfg w_t=3 w_c=4"),
+            ("sketch style. a ring", [], "(skip 2), cs-cfg w_t=3 w_c=4 on the first 0.5 of the steps"),
+            ("sketch style. a ring", ["--guidance-end", "1"], "(skip 2), cs-cfg w_t=3 w_c=4 +APG"),
             ("sepia style. a ring", ["--skip", "1", "--context-scale", "2"], "(skip 1), cs-cfg w_t=3 w_c=2"),
             ("thermal style. a ring", [], "(skip 2, lead-in 4), cs-cfg w_t=3 w_c=4"),
             ("thermal style. a ring", ["--lead-in", "0"], "(skip 2), cs-cfg w_t=3 w_c=4"),

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pickstyle.pipeline import STYLE_SETTING_KEYS
 from pickstyle.toy import STYLES, make_scene_clip
 
 WORK = Path(__file__).parent / "work"
@@ -592,6 +591,7 @@ TUNE_CLIPS = 4  # validation clips (2 until step 7327's bundle: settings chosen 
 TUNE_SKIPS = (0, 2, 4)  # of 20 steps (earlier bases were also tuned at 6, 8 and 10: never best for a style after step 5830)
 TUNE_SCALES = ((1.0, 1.0), (1.5, 1.0), (2.0, 1.0), (3.0, 1.0), (4.0, 1.0), (2.0, 1.5), (3.0, 1.5), (3.0, 2.0), (5.0, 2.0))  # (w_t, w_c); (1, 1) is no guidance
 TUNE_LEAD_INS = (0, 4)  # lead-in frames (fd88076's bundle tried 4 only at each style's choice without it)
+RATED_KEYS = ("skip", "text_scale", "context_scale", "lead_in")  # the settings `tune`'s grid varies
 WARP_BAR = 1.5  # issue 5: a warping error within 1.5x the ground truth's
 
 
@@ -668,7 +668,7 @@ def _rated_with(clips: int, steps: int, adapter: Path) -> dict:
 
 
 def _setting_key(row: dict) -> tuple:
-    return tuple(row[k] for k in STYLE_SETTING_KEYS)
+    return tuple(row[k] for k in RATED_KEYS)
 
 
 def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> dict:
@@ -693,7 +693,7 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
             rate = rate or _rater(clips, steps, adapter_dir)  # loads the model only when a row is left to rate
             rated[_setting_key(setting)] = rate(setting)
         grid.append(rated[_setting_key(setting)])
-        result = {**key, "grid": grid, **choose_settings(grid, STYLE_SETTING_KEYS)}
+        result = {**key, "grid": grid, **choose_settings(grid, RATED_KEYS)}
         _write_tune(result)
     print(json.dumps({"default": result["default"], "chosen": result["chosen"]}))
     return result
@@ -729,16 +729,16 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
     stored = result.get("refine", {})
     same = all(stored.get(k) == v for k, v in key.items())
     rated = {(*r["psnr"], _setting_key(r)): r for r in stored.get("rows", [])} if same else {}
-    from_grid = choose_settings(result["grid"], STYLE_SETTING_KEYS)["chosen"]  # for styles not yet refined
+    from_grid = choose_settings(result["grid"], RATED_KEYS)["chosen"]  # for styles not yet refined
     rows = [row for pair, row in rated.items() if pair not in set(shortlist)]  # rated before on these clips: kept
     rate = None
     for style, setting in shortlist:
         if (style, setting) not in rated:
             rate = rate or _rater(clips, result["steps"], adapter_dir)
-            rated[style, setting] = rate(dict(zip(STYLE_SETTING_KEYS, setting)), (style,))
+            rated[style, setting] = rate(dict(zip(RATED_KEYS, setting)), (style,))
         rows.append(rated[style, setting])
         result["refine"] = {**key, "top": top, "rows": rows}
-        result["chosen"] = {**from_grid, **choose_settings(rows, STYLE_SETTING_KEYS)["chosen"]}
+        result["chosen"] = {**from_grid, **choose_settings(rows, RATED_KEYS)["chosen"]}
         _write_tune(result)
     print(json.dumps({"chosen": result["chosen"]}))
     return result

@@ -21,7 +21,8 @@ DEFAULT_SKIP = 4  # of 20 steps
 # `pickstyle stylize` defaults (the authors' settings for Wan2.1-VACE) where neither a flag nor the
 # model's pickstyle.json gives a value.
 STYLIZE_DEFAULTS = {"steps": 20, "text_scale": 5.0, "context_scale": 4.0, "size": "480p", "fps": 16.0,
-                    "scheduler": "dpm++", "shift": 16.0, "frames": None, "negative_prompt": None, "lead_in": 0}  # fmt: skip
+                    "scheduler": "dpm++", "shift": 16.0, "frames": None, "negative_prompt": None, "lead_in": 0,
+                    "guidance_end": 1.0}  # fmt: skip
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".gif")
 
 
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (default: the model's, else 20)")
     s.add_argument("--skip", type=_non_negative_int, default=None, help="start at this step from the noised source (default: 4 of 20 steps, or the style's; scaled to --steps)")
     s.add_argument("--lead-in", type=_non_negative_int, default=None, help="generate this many frames (a multiple of 4) mirrored before the clip and drop them, so no output frame comes from the VAE's first latent frame (default: the model's, else 0)")
+    s.add_argument("--guidance-end", type=_non_negative_float, default=None, help="guide only this first fraction of the steps, in (0, 1]; the rest take one pass (default: the model's, else 1)")
     s.add_argument("--text-scale", type=_non_negative_float, default=None, help="w_t: style (text) guidance (default: the model's, else 5)")
     s.add_argument("--context-scale", type=_non_negative_float, default=None, help="w_c: content (context) guidance; 0 = off (default: the model's, else 4)")
     s.add_argument("--guidance", choices=("cs-cfg", "cfg", "none"), default="cs-cfg", help="guidance mode")
@@ -360,6 +362,8 @@ def cmd_stylize(args) -> int:
         raise PickStyleError(f"--frames {args.frames}: must be 4k+1 (e.g. 17, 49, 81)")
     if args.fps <= 0:
         raise PickStyleError(f"--fps {args.fps}: must be positive")
+    if not 0 < args.guidance_end <= 1:
+        raise PickStyleError(f"--guidance-end {args.guidance_end:g}: must be a fraction of the steps in (0, 1]")
     if args.lead_in % 4:
         raise PickStyleError(f"--lead-in {args.lead_in}: must be a multiple of 4 (e.g. 0, 4, 8)")
 
@@ -402,7 +406,7 @@ def cmd_stylize(args) -> int:
     pipe.set_progress_bar_config(disable=args.quiet)
     print(
         f"stylizing {args.input}: {prompt!r}, {len(frames)} frames at {width}x{height}, {args.steps} steps "
-        f"(skip {skip}{f', lead-in {args.lead_in}' if args.lead_in else ''}), {args.guidance} w_t={args.text_scale:g} w_c={args.context_scale:g}"
+        f"(skip {skip}{f', lead-in {args.lead_in}' if args.lead_in else ''}), {args.guidance} w_t={args.text_scale:g} w_c={args.context_scale:g}{f' on the first {args.guidance_end:g} of the steps' if args.guidance_end < 1 else ''}"
         f"{'' if args.no_apg else ' +APG'}, {args.scheduler} shift {args.shift:g}, seed {args.seed}, {device}",
         flush=True,
     )
@@ -418,6 +422,7 @@ def cmd_stylize(args) -> int:
         skip_steps=skip,
         lead_in_frames=args.lead_in,
         guidance=args.guidance,
+        guidance_end=args.guidance_end,
         text_guidance_scale=args.text_scale,
         context_guidance_scale=args.context_scale,
         null_context=args.null_context,

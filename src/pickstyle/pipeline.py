@@ -39,8 +39,9 @@ SETTING_TYPES = {
     "size": str, "frames": int, "steps": int, "skip": int, "text_scale": float, "context_scale": float,
     "scheduler": str, "shift": float, "fps": float, "negative_prompt": str, "adapter": str, "name": str,
     "styles": list, "description": str, "max_sequence_length": int, "style_settings": dict, "lead_in": int,
+    "guidance_end": float,
 }  # fmt: skip
-STYLE_SETTING_KEYS = ("skip", "text_scale", "context_scale", "lead_in")  # what "style_settings" may set per style
+STYLE_SETTING_KEYS = ("skip", "text_scale", "context_scale", "lead_in", "guidance_end")  # what "style_settings" may set per style
 
 
 class PickStylePipeline(WanVACEPipeline):
@@ -81,6 +82,7 @@ class PickStylePipeline(WanVACEPipeline):
         apg_momentum,
         apg_norm_threshold,
         apg_eta,
+        guidance_end=1.0,
     ):
         """Raise `PickStyleError` with a one-line message for the first bad argument."""
         if self.transformer is None:
@@ -111,6 +113,8 @@ class PickStylePipeline(WanVACEPipeline):
         ]:
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise PickStyleError(f"{name} {value!r}: must be a finite number >= 0")
+        if isinstance(guidance_end, bool) or not isinstance(guidance_end, (int, float)) or not 0 < guidance_end <= 1:
+            raise PickStyleError(f"guidance_end {guidance_end!r}: must be a fraction of the steps in (0, 1]")
         base = self.size_multiple
         for name, value in [("height", height), ("width", width)]:
             if value is not None and (not isinstance(value, int) or value < base or value % base):
@@ -179,6 +183,7 @@ class PickStylePipeline(WanVACEPipeline):
         skip_steps: int = 4,
         lead_in_frames: int = 0,
         guidance: str = "cs-cfg",
+        guidance_end: float = 1.0,
         text_guidance_scale: float = 5.0,
         context_guidance_scale: float = 4.0,
         null_context: str = "permute",
@@ -220,6 +225,10 @@ class PickStylePipeline(WanVACEPipeline):
                 causal VAE encodes from one frame alone (default 0). Costs L/4 more latent frames.
             guidance: `"cs-cfg"` (text and context directions), `"cfg"` (plain CFG, the context in
                 both branches) or `"none"` (one pass, no guidance).
+            guidance_end: guide only the steps before this fraction of the `num_inference_steps`
+                schedule (step i of N, counted from 0 including the skipped ones, is guided when
+                i < guidance_end * N); the later steps take one pass, the conditional prediction
+                (default 1: every step, as the paper).
             text_guidance_scale: w_t, the style (text) direction (default 5).
             context_guidance_scale: w_c, the content (context) direction (default 4); 0 turns it off.
             null_context: `"permute"` (the context latent with its T, H, W axes shuffled, redrawn
@@ -243,7 +252,7 @@ class PickStylePipeline(WanVACEPipeline):
             negative_prompt = WAN_NEGATIVE_PROMPT
         self.check_style_inputs(
             video, prompt, prompt_embeds, height, width, num_inference_steps, skip_steps, guidance, null_context,
-            text_guidance_scale, context_guidance_scale, apg_momentum, apg_norm_threshold, apg_eta,
+            text_guidance_scale, context_guidance_scale, apg_momentum, apg_norm_threshold, apg_eta, guidance_end,
         )  # fmt: skip
         self._guidance_scale = text_guidance_scale
         self._attention_kwargs = attention_kwargs
@@ -319,15 +328,16 @@ class PickStylePipeline(WanVACEPipeline):
                 if self.interrupt:
                     continue
                 self._current_timestep = t
+                guided = use_null_text and skip_steps + i < guidance_end * num_inference_steps
                 branches = [(prompt_embeds, context)]
-                if use_null_text:
+                if guided:
                     branches.append((negative_prompt_embeds, context))
-                if use_null_context:
+                if guided and use_null_context:
                     null = permute_context(context, generator) if null_context == "permute" else zero_context
                     branches.append((negative_prompt_embeds, null))
                 preds = self._predict(latents, t, branches, hint_scale, attention_kwargs, batch_guidance)
 
-                if not use_null_text:
+                if not guided:
                     velocity = preds[0]
                 elif apg:
                     velocity, apg_state = cs_cfg_apg(
@@ -405,6 +415,8 @@ def _check_setting(path: Path, name: str, key: str, value) -> None:
         raise PickStyleError(f"{path}: {name} = {value!r} is not a whole number of steps >= 0")
     if key == "lead_in" and (value < 0 or value % 4):
         raise PickStyleError(f"{path}: {name} = {value!r} is not a multiple of 4 frames >= 0")
+    if key == "guidance_end" and not 0 < value <= 1:
+        raise PickStyleError(f"{path}: {name} = {value!r} is not a fraction of the steps in (0, 1]")
 
 
 def model_settings(model: str) -> dict:
