@@ -776,10 +776,10 @@ TOY_SETTINGS = {  # `pickstyle stylize` defaults for the toy model (src/pickstyl
     "description": "a toy stand-in for Wan2.1-VACE trained on two CPU cores (MODEL.md); toy styles only",
     "styles": list(STYLES), "size": f"{SIZE}x{SIZE}", "frames": FRAMES, "fps": 8.0, "steps": 20,
     "skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4,  # tune.json's "default"
-    "style_settings": {  # tune.json's "chosen"
-        "sketch": {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0},
+    "style_settings": {  # tune.json's "chosen"; guidance_end from a probe on refine's 12 clips (docs/results.md)
+        "sketch": {"skip": 0, "text_scale": 5.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35},
         "sepia": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4},
-        "blueprint": {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0},
+        "blueprint": {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 0.7},
         "thermal": {"skip": 0, "text_scale": 1.0, "context_scale": 1.0, "lead_in": 4},
         "night vision": {"skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 0},
     },
