@@ -730,7 +730,8 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
     same = all(stored.get(k) == v for k, v in key.items())
     rated = {(*r["psnr"], _setting_key(r)): r for r in stored.get("rows", [])} if same else {}
     from_grid = choose_settings(result["grid"], RATED_KEYS)["chosen"]  # for styles not yet refined
-    rows = [row for pair, row in rated.items() if pair not in set(shortlist)]  # rated before on these clips: kept
+    on_shortlist = set(shortlist)
+    rows = [row for pair, row in rated.items() if pair not in on_shortlist]  # rated before on these clips: kept
     rate = None
     for style, setting in shortlist:
         if (style, setting) not in rated:
@@ -776,7 +777,7 @@ TOY_SETTINGS = {  # `pickstyle stylize` defaults for the toy model (src/pickstyl
     "description": "a toy stand-in for Wan2.1-VACE trained on two CPU cores (MODEL.md); toy styles only",
     "styles": list(STYLES), "size": f"{SIZE}x{SIZE}", "frames": FRAMES, "fps": 8.0, "steps": 20,
     "skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4,  # tune.json's "default"
-    "style_settings": {  # tune.json's "chosen"; guidance_end from a probe on refine's 12 clips (docs/results.md)
+    "style_settings": {  # tune.json's "chosen", but sketch's and blueprint's: probes with guidance_end on refine's clips (work/probes.json)
         "sketch": {"skip": 0, "text_scale": 5.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35},
         "sepia": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4},
         "blueprint": {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 0.7},
