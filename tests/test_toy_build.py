@@ -83,6 +83,7 @@ def test_tune_chooses_per_style_the_most_own_style_picks_then_the_warp_bar_then_
 def test_refine_rates_each_styles_shortlist_on_more_clips_and_resumes(tmp_path, monkeypatch):
     styles = tuple(build.STYLES)
     settings = [{"skip": skip, "text_scale": wt, "context_scale": 1.0, "lead_in": 0} for skip in (0, 2) for wt in (1.0, 2.0, 3.0)]
+    # rows of a tune.json older than guidance_end lack it: they were guided throughout
     # on the tune's clips PSNR rises with w_t; on more clips skip 2 picks every style's own on all
     grid = [dict(s, psnr={st: s["text_scale"] for st in styles}, own=dict.fromkeys(styles, 0.75), warp_vs_truth=dict.fromkeys(styles, 2.0))
             for s in settings]  # fmt: skip
@@ -100,26 +101,69 @@ def test_refine_rates_each_styles_shortlist_on_more_clips_and_resumes(tmp_path, 
     monkeypatch.setattr(build, "WORK", tmp_path)
     monkeypatch.setattr(build, "_rater", fake_rater)
     monkeypatch.setattr(build, "rating_id", lambda adapter: "weights-a")
-    result = build.refine(clips=12, top=2)
+    result = build.refine(clips=12, top=2, interval_top=0)
     # the shortlist: per style the two best rows on 4 clips (w_t 3 at skips 0 and 2), one style each
     assert sorted(calls) == sorted(((st,), skip, 3.0) for st in styles for skip in (0, 2))
     assert all(len(row["psnr"]) == 1 for row in result["refine"]["rows"]) and len(result["refine"]["rows"]) == 2 * len(styles)
-    assert result["chosen"] == dict.fromkeys(styles, {"skip": 2, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0})
+    assert result["chosen"] == dict.fromkeys(styles, {"skip": 2, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0})
     assert result["default"] == build.choose_settings(grid, build.RATED_KEYS)["default"]  # from the full grid
     assert json.loads((tmp_path / "tune.json").read_text()) == result
     calls.clear()
-    assert build.refine(clips=12, top=2) == result and calls == []  # resumed: nothing rated again
-    assert build.refine(clips=12, top=1)["chosen"] == result["chosen"] and calls == []  # skip 2 is off the shortlist now, kept
-    build.refine(clips=16, top=2)
+    assert build.refine(clips=12, top=2, interval_top=0) == result and calls == []  # resumed: nothing rated again
+    assert build.refine(clips=12, top=1, interval_top=0)["chosen"] == result["chosen"] and calls == []  # skip 2 is off the shortlist now, kept
+    build.refine(clips=16, top=2, interval_top=0)
     assert len(calls) == 2 * len(styles)  # more clips: rated afresh
     calls.clear()
     monkeypatch.setattr(build, "rating_id", lambda adapter: "weights-b")
-    assert build.refine(clips=16, top=2)["refine"]["weights"] == "weights-b"
+    assert build.refine(clips=16, top=2, interval_top=0)["refine"]["weights"] == "weights-b"
     assert len(calls) == 2 * len(styles)  # other weights: rated afresh
     calls.clear()
     monkeypatch.setitem(build.TOY_SETTINGS, "shift", 12.0)
-    assert build.refine(clips=16, top=2)["refine"]["sampler"] == "euler shift 12"
+    assert build.refine(clips=16, top=2, interval_top=0)["refine"]["sampler"] == "euler shift 12"
     assert len(calls) == 2 * len(styles)  # another sampler: rated afresh
+
+
+def test_refine_then_rates_each_styles_best_guided_settings_on_part_of_the_steps(tmp_path, monkeypatch):
+    styles = tuple(build.STYLES)
+    settings = [{"skip": 0, "text_scale": wt, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0} for wt in (1.0, 2.0, 3.0)]
+    grid = [dict(s, psnr={st: 20 - s["text_scale"] for st in styles}, own=dict.fromkeys(styles, 1.0), warp_vs_truth=dict.fromkeys(styles, 2.0))
+            for s in settings]  # fmt: skip
+    (tmp_path / "tune.json").write_text(json.dumps({"clips": 4, "steps": 20, "grid": grid, **build.choose_settings(grid, build.RATED_KEYS)}))
+    calls = []
+
+    def fake_rater(clips, steps, adapter):
+        def rate(setting, rated_styles):
+            calls.append((rated_styles, setting["text_scale"], setting["guidance_end"]))
+            # no guidance (w_t 1) has the best PSNR, a shorter interval costs 0.5 dB, but guided on the first half w_t 3 meets the warping bar
+            warp = 1.2 if (setting["text_scale"], setting["guidance_end"]) == (3.0, 0.5) else 2.0
+            psnr = 20 - setting["text_scale"] - (setting["guidance_end"] < 1) / 2
+            return dict(setting, psnr=dict.fromkeys(rated_styles, psnr), own=dict.fromkeys(rated_styles, 1.0), warp_vs_truth=dict.fromkeys(rated_styles, warp))
+
+        return rate
+
+    monkeypatch.setattr(build, "WORK", tmp_path)
+    monkeypatch.setattr(build, "_rater", fake_rater)
+    monkeypatch.setattr(build, "rating_id", lambda adapter: "weights-a")
+    result = build.refine(clips=12, top=3, interval_top=1)
+    # the shortlist (3 per style), then the best guided one of it (w_t 2: PSNR 18 against 17) at each guidance end
+    intervals = [((st,), 2.0, end) for st in styles for end in build.REFINE_GUIDANCE_ENDS]
+    assert calls == [((st,), wt, 1.0) for st in styles for wt in (1.0, 2.0, 3.0)] + intervals
+    assert result["chosen"] == dict.fromkeys(styles, {"skip": 0, "text_scale": 1.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0})
+    calls.clear()
+    result = build.refine(clips=12, top=3, interval_top=2)  # and w_t 3, which guided on the first half meets the bar
+    assert calls == [((st,), 3.0, end) for st in styles for end in build.REFINE_GUIDANCE_ENDS]
+    assert result["chosen"] == dict.fromkeys(styles, {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 0.5})
+    calls.clear()
+    assert build.refine(clips=12, top=3, interval_top=2) == result and calls == []  # resumed: nothing rated again
+    assert build.refine(clips=12, top=3, interval_top=0)["chosen"] == result["chosen"] and calls == []  # off the list now, kept
+    # a setting tried by hand (work/probes.json) on the same clips, weights and sampler is a candidate too
+    probe = {"skip": 0, "text_scale": 5.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35}
+    probes = {"clips": 12, "steps": 20, "weights": "weights-a", "sampler": build.rating_sampler(),
+              "rows": [dict(probe, psnr={styles[0]: 30.0}, own={styles[0]: 1.0}, warp_vs_truth={styles[0]: 1.0})]}  # fmt: skip
+    (tmp_path / "probes.json").write_text(json.dumps(dict(probes, weights="weights-b")))
+    assert build.refine(clips=12, top=3, interval_top=2)["chosen"] == result["chosen"]  # other weights: not a candidate
+    (tmp_path / "probes.json").write_text(json.dumps(probes))
+    assert build.refine(clips=12, top=3, interval_top=2)["chosen"] == dict(result["chosen"], **{styles[0]: probe}) and calls == []
 
 
 def test_tune_resumes_only_rows_rated_with_the_same_weights_and_sampler(tmp_path, monkeypatch):

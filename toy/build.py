@@ -591,7 +591,8 @@ TUNE_CLIPS = 4  # validation clips (2 until step 7327's bundle: settings chosen 
 TUNE_SKIPS = (0, 2, 4)  # of 20 steps (earlier bases were also tuned at 6, 8 and 10: never best for a style after step 5830)
 TUNE_SCALES = ((1.0, 1.0), (1.5, 1.0), (2.0, 1.0), (3.0, 1.0), (4.0, 1.0), (2.0, 1.5), (3.0, 1.5), (3.0, 2.0), (5.0, 2.0))  # (w_t, w_c); (1, 1) is no guidance
 TUNE_LEAD_INS = (0, 4)  # lead-in frames (fd88076's bundle tried 4 only at each style's choice without it)
-RATED_KEYS = ("skip", "text_scale", "context_scale", "lead_in")  # the settings `tune`'s grid varies
+RATED_KEYS = ("skip", "text_scale", "context_scale", "lead_in", "guidance_end")  # the settings `tune` and `refine` vary
+UNRATED_KEYS = {"guidance_end": 1.0}  # the value rows rated before a key was rated hold (tune.json's older rows lack it)
 WARP_BAR = 1.5  # issue 5: a warping error within 1.5x the ground truth's
 
 
@@ -667,25 +668,30 @@ def _rated_with(clips: int, steps: int, adapter: Path) -> dict:
     return {"clips": clips, "steps": steps, "weights": rating_id(adapter), "sampler": rating_sampler()}
 
 
+def _setting_value(row: dict, key: str):
+    """A rated row's value of one of RATED_KEYS (UNRATED_KEYS' where the row is older than the key)."""
+    return row[key] if key in row else UNRATED_KEYS[key]
+
+
 def _setting_key(row: dict) -> tuple:
-    return tuple(row[k] for k in RATED_KEYS)
+    return tuple(_setting_value(row, k) for k in RATED_KEYS)
 
 
 def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> dict:
     """Choose the toy model's sampling settings on `clips` validation clips (not the benchmark's):
     every style at every skip of TUNE_SKIPS, scales of TUNE_SCALES and lead-in of TUNE_LEAD_INS,
-    each rated as `_rater` says; `choose_settings` ranks them. `reuse_grid`: keep the rows of
+    guided throughout (guidance_end 1; `refine` tries shorter intervals), each rated as `_rater` says; `choose_settings` ranks them. `reuse_grid`: keep the rows of
     toy/work/tune.json rated on as many clips and steps with the same weights (the adapter
     `rated_adapter` gives and the base) and sampler, and rate only the others (so an interrupted
     tune resumes). Writes toy/work/tune.json after every row: {"clips", "steps", "weights":
     `rating_id`, "sampler": `rating_sampler`, "grid": [rows], "default": {skip, text_scale,
-    context_scale, lead_in}, "chosen": {style: {...}}}; `refine` then narrows "chosen" on more
+    context_scale, lead_in, guidance_end}, "chosen": {style: {...}}}; `refine` then narrows "chosen" on more
     clips."""
     stored = json.loads((WORK / "tune.json").read_text()) if reuse_grid and (WORK / "tune.json").is_file() else {}
     adapter_dir = rated_adapter()
     key = _rated_with(clips, steps, adapter_dir)
     rated = {_setting_key(row): row for row in stored["grid"]} if all(stored.get(k) == v for k, v in key.items()) else {}
-    settings = [{"skip": skip, "text_scale": wt, "context_scale": wc, "lead_in": lead_in}
+    settings = [{"skip": skip, "text_scale": wt, "context_scale": wc, "lead_in": lead_in, "guidance_end": 1.0}
                 for lead_in in TUNE_LEAD_INS for skip in TUNE_SKIPS for wt, wc in TUNE_SCALES]  # fmt: skip
     rate, grid = None, []
     for setting in settings:
@@ -701,18 +707,25 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
 
 REFINE_TOP = 8  # settings per style that `refine` rates again
 REFINE_CLIPS = 12  # validation clips for them (the first TUNE_CLIPS are tune's)
+REFINE_INTERVAL_TOP = 2  # then its best guided settings on them that it also rates guided on part of the steps only
+REFINE_GUIDANCE_ENDS = (0.35, 0.5, 0.7)  # those parts (guidance_end; sketch took 0.35 and blueprint 0.7 in probes)
 
 
-def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
+def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP, interval_top: int = REFINE_INTERVAL_TOP) -> dict:
     """Successive halving on `tune`'s grid: per style, its `top` settings by `rank_key` on the
     tune's clips are rated again on `clips` validation clips (the tune's first), for that style
-    only, and the style takes the best of them by the same key (4 clips cannot tell a style picked
-    on 70% of clips from one picked on all). Adds to toy/work/tune.json, after every row, "refine":
-    {"clips", "steps", "top", "weights", "sampler", "rows": [rows rating one style each]} and
-    replaces "chosen"; resumes from the rows it finds there for as many clips and steps and the
-    same weights (`rating_id`) and sampler (`rating_sampler`), and keeps those outside the current
-    shortlist among the candidates (a re-rated grid may drop a setting the more clips preferred:
-    what was measured on them is not thrown away). The grid may come from other weights
+    only (4 clips cannot tell a style picked on 70% of clips from one picked on all); then the
+    style's `interval_top` best settings rated on those clips that guide (a text or context scale
+    above 1) throughout are rated
+    again guided only on the first REFINE_GUIDANCE_ENDS of the steps (a strong text scale early
+    sets the style, unguided late steps keep the source's detail and flicker less); the style
+    takes the best of all by the same key. Adds to toy/work/tune.json, after every row, "refine":
+    {"clips", "steps", "top", "interval_top", "weights", "sampler", "rows": [rows rating one style
+    each]} and replaces "chosen"; resumes from the rows it finds there, and in toy/work/probes.json
+    (settings tried by hand, the same form), for as many clips and steps and the same weights
+    (`rating_id`) and sampler (`rating_sampler`), and keeps those not on its lists among the
+    candidates (a re-rated grid may drop a setting the more clips
+    preferred: what was measured on them is not thrown away). The grid may come from other weights
     or another sampler (said in one line; say a re-trained adapter, a fine-tuned decoder or a new
     shift): refine then re-rates its shortlist with the current ones. Returns the new tune.json."""
     path = WORK / "tune.json"
@@ -726,21 +739,34 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP) -> dict:
     if (result.get("weights"), result.get("sampler")) != (key["weights"], key["sampler"]):
         print(f"the grid was rated with weights {result.get('weights')} and sampler {result.get('sampler')}, not {key['weights']}"
               f" and {key['sampler']}: refining its shortlist with these")  # fmt: skip
-    stored = result.get("refine", {})
-    same = all(stored.get(k) == v for k, v in key.items())
-    rated = {(*r["psnr"], _setting_key(r)): r for r in stored.get("rows", [])} if same else {}
+    rated = {}
+    for stored in (json.loads((WORK / "probes.json").read_text()) if (WORK / "probes.json").is_file() else {}, result.get("refine", {})):
+        if all(stored.get(k) == v for k, v in key.items()):
+            rated.update({(*r["psnr"], _setting_key(r)): r for r in stored["rows"]})
     from_grid = choose_settings(result["grid"], RATED_KEYS)["chosen"]  # for styles not yet refined
-    on_shortlist = set(shortlist)
-    rows = [row for pair, row in rated.items() if pair not in on_shortlist]  # rated before on these clips: kept
-    rate = None
-    for style, setting in shortlist:
+    done, rate = {}, None
+
+    def rate_pair(style: str, setting: tuple) -> None:
+        nonlocal rate
         if (style, setting) not in rated:
             rate = rate or _rater(clips, result["steps"], adapter_dir)
             rated[style, setting] = rate(dict(zip(RATED_KEYS, setting)), (style,))
-        rows.append(rated[style, setting])
-        result["refine"] = {**key, "top": top, "rows": rows}
+        done[style, setting] = rated[style, setting]
+        rows = [*done.values(), *(row for pair, row in rated.items() if pair not in done)]  # those rated before: kept
+        result["refine"] = {**key, "top": top, "interval_top": interval_top, "rows": rows}
         result["chosen"] = {**from_grid, **choose_settings(rows, RATED_KEYS)["chosen"]}
         _write_tune(result)
+
+    for style, setting in shortlist:
+        rate_pair(style, setting)
+    end = RATED_KEYS.index("guidance_end")
+    for style in STYLES:
+        guided = [row for (st, setting), row in rated.items()
+                  if st == style and setting[end] == 1.0 and (row["text_scale"], row["context_scale"]) != (1.0, 1.0)]  # fmt: skip
+        for row in sorted(guided, key=lambda r: rank_key(r, style), reverse=True)[:interval_top]:
+            for guidance_end in REFINE_GUIDANCE_ENDS:
+                setting = _setting_key(row)
+                rate_pair(style, (*setting[:end], guidance_end, *setting[end + 1 :]))
     print(json.dumps({"chosen": result["chosen"]}))
     return result
 
@@ -768,7 +794,8 @@ def choose_settings(grid: list[dict], keys) -> dict:
     best = {style: max((r for r in grid if style in r["psnr"]), key=lambda r: rank_key(r, style)) for style in styles}
     full = [r for r in grid if len(r["psnr"]) == len(styles)]
     default = max(full, key=lambda r: np.mean(list(r["psnr"].values()))) if full else None
-    return {"default": default and {k: default[k] for k in keys}, "chosen": {style: {k: row[k] for k in keys} for style, row in best.items()}}
+    return {"default": default and {k: _setting_value(default, k) for k in keys},
+            "chosen": {style: {k: _setting_value(row, k) for k in keys} for style, row in best.items()}}
 
 
 DEMO_SEED, DEMO_FRAMES = 30_000_000, 18  # the bundled demo clip: a held-out scene, 18 frames at 8 fps (2 windows of 9)
