@@ -804,12 +804,12 @@ TOY_SETTINGS = {  # `pickstyle stylize` defaults for the toy model (src/pickstyl
     "description": "a toy stand-in for Wan2.1-VACE trained on two CPU cores (MODEL.md); toy styles only",
     "styles": list(STYLES), "size": f"{SIZE}x{SIZE}", "frames": FRAMES, "fps": 8.0, "steps": 20,
     "skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4,  # tune.json's "default"
-    "style_settings": {  # tune.json's "chosen", but sketch's and blueprint's: probes with guidance_end on refine's clips (work/probes.json)
+    "style_settings": {  # tune.json's "chosen" (refine's, sketch's from work/probes.json)
         "sketch": {"skip": 0, "text_scale": 5.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35},
-        "sepia": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4},
+        "sepia": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4, "guidance_end": 1.0},
         "blueprint": {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 0.7},
-        "thermal": {"skip": 0, "text_scale": 1.0, "context_scale": 1.0, "lead_in": 4},
-        "night vision": {"skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 0},
+        "thermal": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35},
+        "night vision": {"skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0},
     },
     "scheduler": "euler", "shift": 3.0, "negative_prompt": "",
     "max_sequence_length": 32, "adapter": "adapter",
