@@ -105,7 +105,7 @@ def test_refine_rates_each_styles_shortlist_on_more_clips_and_resumes(tmp_path, 
     # the shortlist: per style the two best rows on 4 clips (w_t 3 at skips 0 and 2), one style each
     assert sorted(calls) == sorted(((st,), skip, 3.0) for st in styles for skip in (0, 2))
     assert all(len(row["psnr"]) == 1 for row in result["refine"]["rows"]) and len(result["refine"]["rows"]) == 2 * len(styles)
-    assert result["chosen"] == dict.fromkeys(styles, {"skip": 2, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0})
+    assert result["chosen"] == dict.fromkeys(styles, {"skip": 2, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0, "negative_prompt": ""})
     assert result["default"] == build.choose_settings(grid, build.RATED_KEYS)["default"]  # from the full grid
     assert json.loads((tmp_path / "tune.json").read_text()) == result
     calls.clear()
@@ -148,16 +148,16 @@ def test_refine_then_rates_each_styles_best_guided_settings_on_part_of_the_steps
     # the shortlist (3 per style), then the best guided one of it (w_t 2: PSNR 18 against 17) at each guidance end
     intervals = [((st,), 2.0, end) for st in styles for end in build.REFINE_GUIDANCE_ENDS]
     assert calls == [((st,), wt, 1.0) for st in styles for wt in (1.0, 2.0, 3.0)] + intervals
-    assert result["chosen"] == dict.fromkeys(styles, {"skip": 0, "text_scale": 1.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0})
+    assert result["chosen"] == dict.fromkeys(styles, {"skip": 0, "text_scale": 1.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0, "negative_prompt": ""})
     calls.clear()
     result = build.refine(clips=12, top=3, interval_top=2)  # and w_t 3, which guided on the first half meets the bar
     assert calls == [((st,), 3.0, end) for st in styles for end in build.REFINE_GUIDANCE_ENDS]
-    assert result["chosen"] == dict.fromkeys(styles, {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 0.5})
+    assert result["chosen"] == dict.fromkeys(styles, {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 0.5, "negative_prompt": ""})
     calls.clear()
     assert build.refine(clips=12, top=3, interval_top=2) == result and calls == []  # resumed: nothing rated again
     assert build.refine(clips=12, top=3, interval_top=0)["chosen"] == result["chosen"] and calls == []  # off the list now, kept
     # a setting tried by hand (work/probes.json) on the same clips, weights and sampler is a candidate too
-    probe = {"skip": 0, "text_scale": 5.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35}
+    probe = {"skip": 0, "text_scale": 5.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35, "negative_prompt": "sepia style."}
     probes = {"clips": 12, "steps": 20, "weights": "weights-a", "sampler": build.rating_sampler(),
               "rows": [dict(probe, psnr={styles[0]: 30.0}, own={styles[0]: 1.0}, warp_vs_truth={styles[0]: 1.0})]}  # fmt: skip
     (tmp_path / "probes.json").write_text(json.dumps(dict(probes, weights="weights-b")))

@@ -89,6 +89,7 @@ def test_model_settings_errors_name_the_file_and_key(tmp_path):
         ('{"style_settings": {"sepia": {"shift": 3}}}', "style_settings\\['sepia'\\] has unknown key 'shift'"),
         ('{"style_settings": {"sepia": {"lead_in": 2}}}', "style_settings\\['sepia'\\].lead_in = 2 is not a multiple of 4"),
         ('{"style_settings": {"sepia": {"guidance_end": 0}}}', "style_settings\\['sepia'\\].guidance_end = 0 is not a fraction"),
+        ('{"style_settings": {"sepia": {"negative_prompt": 1}}}', "style_settings\\['sepia'\\].negative_prompt = 1 is not str"),
     ]:
         path.write_text(text)
         with pytest.raises(PickStyleError, match=fragment) as err:
@@ -115,7 +116,7 @@ def test_flags_override_the_model_settings(tiny_model_dir, tmp_path, capsys):
 def test_a_models_per_style_settings_apply_to_prompts_in_that_style_unless_a_flag_says(tiny_model_dir, tmp_path, capsys):
     settings = {"steps": 4, "size": "32x32", "skip": 8, "text_scale": 3,
                 "style_settings": {"Night Vision": {"skip": 0, "text_scale": 7}, "sepia": {"skip": 12, "context_scale": 1.5},
-                                   "thermal": {"lead_in": 4}, "sketch": {"guidance_end": 0.5}}}
+                                   "thermal": {"lead_in": 4}, "sketch": {"guidance_end": 0.5}, "blueprint": {"negative_prompt": "sepia style."}}}
     (tiny_model_dir / SETTINGS_FILE).write_text(json.dumps(settings))
     try:
         for prompt, extra, expected in [
@@ -128,6 +129,9 @@ def test_a_models_per_style_settings_apply_to_prompts_in_that_style_unless_a_fla
             ("thermal style. a ring", ["--lead-in", "0"], "(skip 2), cs-cfg w_t=3 w_c=4"),
             ("sepia style. a ring", ["--style", "clay"], "(skip 0), cs-cfg w_t=3 w_c=4"),
             ("night vision style. a ring", ["--text-scale", "2"], "(skip 0), cs-cfg w_t=2 w_c=4"),
+            ("blueprint style. a ring", [], "(skip 2), cs-cfg w_t=3 w_c=4 +APG, null text 'sepia style.', dpm++"),
+            ("blueprint style. a ring", ["--negative-prompt", "blur"], "(skip 2), cs-cfg w_t=3 w_c=4 +APG, null text 'blur', dpm++"),
+            ("sepia style. a ring", [], "(skip 2), cs-cfg w_t=3 w_c=1.5 +APG, dpm++"),
         ]:  # fmt: skip
             argv = ["stylize", str(DEMO_CLIP), "-p", prompt, "-o", str(tmp_path / "a.mp4"), "--model", str(tiny_model_dir),
                     "--frames", "5", "--quiet", *extra]  # fmt: skip
@@ -211,6 +215,17 @@ def test_the_one_setting_row_uses_the_model_wide_settings_instead_of_the_styles(
     assert per_style["pickstyle"]["sepia"] == run({**model_wide, "skip": 8, "text_scale": 1.0})["pickstyle"]["sepia"]
     assert per_style["one setting for all"]["sepia"] == run(model_wide)["pickstyle"]["sepia"]
     assert per_style["pickstyle"]["sepia"]["psnr"] != per_style["one setting for all"]["sepia"]["psnr"]
+
+
+def test_a_styles_negative_prompt_is_its_null_text(tiny_model_dir):
+    model_wide = {"steps": 4, "skip": 0, "text_scale": 3.0, "context_scale": 1.0}
+
+    def run(settings):
+        return _sepia_rows_at(tiny_model_dir, ("pickstyle",), settings)["pickstyle"]["sepia"]
+
+    per_style = run({**model_wide, "style_settings": {"sepia": {"negative_prompt": "blueprint style."}}})
+    assert per_style == run({**model_wide, "negative_prompt": "blueprint style."})
+    assert per_style["psnr"] != run(model_wide)["psnr"]
 
 
 def test_the_no_lead_in_row_runs_the_styles_settings_without_their_lead_in(tiny_model_dir):

@@ -591,8 +591,8 @@ TUNE_CLIPS = 4  # validation clips (2 until step 7327's bundle: settings chosen 
 TUNE_SKIPS = (0, 2, 4)  # of 20 steps (earlier bases were also tuned at 6, 8 and 10: never best for a style after step 5830)
 TUNE_SCALES = ((1.0, 1.0), (1.5, 1.0), (2.0, 1.0), (3.0, 1.0), (4.0, 1.0), (2.0, 1.5), (3.0, 1.5), (3.0, 2.0), (5.0, 2.0))  # (w_t, w_c); (1, 1) is no guidance
 TUNE_LEAD_INS = (0, 4)  # lead-in frames (fd88076's bundle tried 4 only at each style's choice without it)
-RATED_KEYS = ("skip", "text_scale", "context_scale", "lead_in", "guidance_end")  # the settings `tune` and `refine` vary
-UNRATED_KEYS = {"guidance_end": 1.0}  # the value rows rated before a key was rated hold (tune.json's older rows lack it)
+RATED_KEYS = ("skip", "text_scale", "context_scale", "lead_in", "guidance_end", "negative_prompt")  # the settings `tune` and `refine` vary
+UNRATED_KEYS = {"guidance_end": 1.0, "negative_prompt": ""}  # what rows rated before a key was rated hold (tune.json's older rows lack it): TOY_SETTINGS'
 WARP_BAR = 1.5  # issue 5: a warping error within 1.5x the ground truth's
 
 
@@ -685,13 +685,13 @@ def tune(clips: int = TUNE_CLIPS, steps: int = 20, reuse_grid: bool = False) -> 
     `rated_adapter` gives and the base) and sampler, and rate only the others (so an interrupted
     tune resumes). Writes toy/work/tune.json after every row: {"clips", "steps", "weights":
     `rating_id`, "sampler": `rating_sampler`, "grid": [rows], "default": {skip, text_scale,
-    context_scale, lead_in, guidance_end}, "chosen": {style: {...}}}; `refine` then narrows "chosen" on more
+    context_scale, lead_in, guidance_end, negative_prompt}, "chosen": {style: {...}}}; `refine` then narrows "chosen" on more
     clips."""
     stored = json.loads((WORK / "tune.json").read_text()) if reuse_grid and (WORK / "tune.json").is_file() else {}
     adapter_dir = rated_adapter()
     key = _rated_with(clips, steps, adapter_dir)
     rated = {_setting_key(row): row for row in stored["grid"]} if all(stored.get(k) == v for k, v in key.items()) else {}
-    settings = [{"skip": skip, "text_scale": wt, "context_scale": wc, "lead_in": lead_in, "guidance_end": 1.0}
+    settings = [{"skip": skip, "text_scale": wt, "context_scale": wc, "lead_in": lead_in, **UNRATED_KEYS}
                 for lead_in in TUNE_LEAD_INS for skip in TUNE_SKIPS for wt, wc in TUNE_SCALES]  # fmt: skip
     rate, grid = None, []
     for setting in settings:
@@ -804,12 +804,12 @@ TOY_SETTINGS = {  # `pickstyle stylize` defaults for the toy model (src/pickstyl
     "description": "a toy stand-in for Wan2.1-VACE trained on two CPU cores (MODEL.md); toy styles only",
     "styles": list(STYLES), "size": f"{SIZE}x{SIZE}", "frames": FRAMES, "fps": 8.0, "steps": 20,
     "skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4,  # tune.json's "default"
-    "style_settings": {  # tune.json's "chosen" (refine's, sketch's from work/probes.json)
-        "sketch": {"skip": 0, "text_scale": 5.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35},
-        "sepia": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4, "guidance_end": 1.0},
-        "blueprint": {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 0.7},
-        "thermal": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35},
-        "night vision": {"skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0},
+    "style_settings": {  # tune.json's "chosen" (refine's; sketch's and blueprint's from work/probes.json)
+        "sketch": {"skip": 0, "text_scale": 5.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35, "negative_prompt": ""},
+        "sepia": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4, "guidance_end": 1.0, "negative_prompt": ""},
+        "blueprint": {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.85, "negative_prompt": "sepia style."},
+        "thermal": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35, "negative_prompt": ""},
+        "night vision": {"skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0, "negative_prompt": ""},
     },
     "scheduler": "euler", "shift": 3.0, "negative_prompt": "",
     "max_sequence_length": 32, "adapter": "adapter",

@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--guidance", choices=("cs-cfg", "cfg", "none"), default="cs-cfg", help="guidance mode")
     s.add_argument("--null-context", choices=("permute", "zero"), default="permute", help="CS-CFG's null context")
     s.add_argument("--no-apg", action="store_true", help="plain guidance arithmetic instead of APG")
-    s.add_argument("--negative-prompt", default=None, help="null text (default: Wan's standard negative prompt)")
+    s.add_argument("--negative-prompt", default=None, help="null text (default: the model's or its style's, else Wan's standard negative prompt)")
     s.add_argument("--seed", type=int, default=2025, help="seed of every random draw")
     s.add_argument("--size", default=None, help="480p, 720p (area, aspect kept) or WxH (exact, cropped) (default: the model's, else 480p)")
     s.add_argument("--frames", type=_positive_int, default=None, help="frames to generate, 4k+1 (default: up to 81 over the clip)")
@@ -407,7 +407,7 @@ def cmd_stylize(args) -> int:
     print(
         f"stylizing {args.input}: {prompt!r}, {len(frames)} frames at {width}x{height}, {args.steps} steps "
         f"(skip {skip}{f', lead-in {args.lead_in}' if args.lead_in else ''}), {args.guidance} w_t={args.text_scale:g} w_c={args.context_scale:g}{f' on the first {args.guidance_end:g} of the steps' if args.guidance_end < 1 else ''}"
-        f"{'' if args.no_apg else ' +APG'}, {args.scheduler} shift {args.shift:g}, seed {args.seed}, {device}",
+        f"{'' if args.no_apg else ' +APG'}{f', null text {args.negative_prompt!r}' if args.negative_prompt else ''}, {args.scheduler} shift {args.shift:g}, seed {args.seed}, {device}",
         flush=True,
     )
 

@@ -41,7 +41,7 @@ SETTING_TYPES = {
     "styles": list, "description": str, "max_sequence_length": int, "style_settings": dict, "lead_in": int,
     "guidance_end": float,
 }  # fmt: skip
-STYLE_SETTING_KEYS = ("skip", "text_scale", "context_scale", "lead_in", "guidance_end")  # what "style_settings" may set per style
+STYLE_SETTING_KEYS = ("skip", "text_scale", "context_scale", "lead_in", "guidance_end", "negative_prompt")  # what "style_settings" may set per style
 
 
 class PickStylePipeline(WanVACEPipeline):
