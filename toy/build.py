@@ -739,8 +739,8 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP, interval_top: int =
     if (result.get("weights"), result.get("sampler")) != (key["weights"], key["sampler"]):
         print(f"the grid was rated with weights {result.get('weights')} and sampler {result.get('sampler')}, not {key['weights']}"
               f" and {key['sampler']}: refining its shortlist with these")  # fmt: skip
-    rated = {}
-    for stored in (json.loads((WORK / "probes.json").read_text()) if (WORK / "probes.json").is_file() else {}, result.get("refine", {})):
+    rated, probes = {}, WORK / "probes.json"
+    for stored in (json.loads(probes.read_text()) if probes.is_file() else {}, result.get("refine", {})):
         if all(stored.get(k) == v for k, v in key.items()):
             rated.update({(*r["psnr"], _setting_key(r)): r for r in stored["rows"]})
     from_grid = choose_settings(result["grid"], RATED_KEYS)["chosen"]  # for styles not yet refined
@@ -759,14 +759,12 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP, interval_top: int =
 
     for style, setting in shortlist:
         rate_pair(style, setting)
-    end = RATED_KEYS.index("guidance_end")
     for style in STYLES:
-        guided = [row for (st, setting), row in rated.items()
-                  if st == style and setting[end] == 1.0 and (row["text_scale"], row["context_scale"]) != (1.0, 1.0)]  # fmt: skip
+        guided = [row for (st, _), row in rated.items()
+                  if st == style and _setting_value(row, "guidance_end") == 1.0 and (row["text_scale"], row["context_scale"]) != (1.0, 1.0)]  # fmt: skip
         for row in sorted(guided, key=lambda r: rank_key(r, style), reverse=True)[:interval_top]:
             for guidance_end in REFINE_GUIDANCE_ENDS:
-                setting = _setting_key(row)
-                rate_pair(style, (*setting[:end], guidance_end, *setting[end + 1 :]))
+                rate_pair(style, _setting_key({**row, "guidance_end": guidance_end}))
     print(json.dumps({"chosen": result["chosen"]}))
     return result
 
