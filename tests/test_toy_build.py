@@ -101,7 +101,7 @@ def test_refine_rates_each_styles_shortlist_on_more_clips_and_resumes(tmp_path, 
     monkeypatch.setattr(build, "WORK", tmp_path)
     monkeypatch.setattr(build, "_rater", fake_rater)
     monkeypatch.setattr(build, "rating_id", lambda adapter: "weights-a")
-    result = build.refine(clips=12, top=2, interval_top=0)
+    result = build.refine(clips=12, top=2, interval_top=0, null_top=0)
     # the shortlist: per style the two best rows on 4 clips (w_t 3 at skips 0 and 2), one style each
     assert sorted(calls) == sorted(((st,), skip, 3.0) for st in styles for skip in (0, 2))
     assert all(len(row["psnr"]) == 1 for row in result["refine"]["rows"]) and len(result["refine"]["rows"]) == 2 * len(styles)
@@ -109,17 +109,17 @@ def test_refine_rates_each_styles_shortlist_on_more_clips_and_resumes(tmp_path, 
     assert result["default"] == build.choose_settings(grid, build.RATED_KEYS)["default"]  # from the full grid
     assert json.loads((tmp_path / "tune.json").read_text()) == result
     calls.clear()
-    assert build.refine(clips=12, top=2, interval_top=0) == result and calls == []  # resumed: nothing rated again
-    assert build.refine(clips=12, top=1, interval_top=0)["chosen"] == result["chosen"] and calls == []  # skip 2 is off the shortlist now, kept
-    build.refine(clips=16, top=2, interval_top=0)
+    assert build.refine(clips=12, top=2, interval_top=0, null_top=0) == result and calls == []  # resumed: nothing rated again
+    assert build.refine(clips=12, top=1, interval_top=0, null_top=0)["chosen"] == result["chosen"] and calls == []  # skip 2 is off the shortlist now, kept
+    build.refine(clips=16, top=2, interval_top=0, null_top=0)
     assert len(calls) == 2 * len(styles)  # more clips: rated afresh
     calls.clear()
     monkeypatch.setattr(build, "rating_id", lambda adapter: "weights-b")
-    assert build.refine(clips=16, top=2, interval_top=0)["refine"]["weights"] == "weights-b"
+    assert build.refine(clips=16, top=2, interval_top=0, null_top=0)["refine"]["weights"] == "weights-b"
     assert len(calls) == 2 * len(styles)  # other weights: rated afresh
     calls.clear()
     monkeypatch.setitem(build.TOY_SETTINGS, "shift", 12.0)
-    assert build.refine(clips=16, top=2, interval_top=0)["refine"]["sampler"] == "euler shift 12"
+    assert build.refine(clips=16, top=2, interval_top=0, null_top=0)["refine"]["sampler"] == "euler shift 12"
     assert len(calls) == 2 * len(styles)  # another sampler: rated afresh
 
 
@@ -144,26 +144,63 @@ def test_refine_then_rates_each_styles_best_guided_settings_on_part_of_the_steps
     monkeypatch.setattr(build, "WORK", tmp_path)
     monkeypatch.setattr(build, "_rater", fake_rater)
     monkeypatch.setattr(build, "rating_id", lambda adapter: "weights-a")
-    result = build.refine(clips=12, top=3, interval_top=1)
+    result = build.refine(clips=12, top=3, interval_top=1, null_top=0)
     # the shortlist (3 per style), then the best guided one of it (w_t 2: PSNR 18 against 17) at each guidance end
     intervals = [((st,), 2.0, end) for st in styles for end in build.REFINE_GUIDANCE_ENDS]
     assert calls == [((st,), wt, 1.0) for st in styles for wt in (1.0, 2.0, 3.0)] + intervals
     assert result["chosen"] == dict.fromkeys(styles, {"skip": 0, "text_scale": 1.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0, "negative_prompt": ""})
     calls.clear()
-    result = build.refine(clips=12, top=3, interval_top=2)  # and w_t 3, which guided on the first half meets the bar
+    result = build.refine(clips=12, top=3, interval_top=2, null_top=0)  # and w_t 3, which guided on the first half meets the bar
     assert calls == [((st,), 3.0, end) for st in styles for end in build.REFINE_GUIDANCE_ENDS]
     assert result["chosen"] == dict.fromkeys(styles, {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 0.5, "negative_prompt": ""})
     calls.clear()
-    assert build.refine(clips=12, top=3, interval_top=2) == result and calls == []  # resumed: nothing rated again
-    assert build.refine(clips=12, top=3, interval_top=0)["chosen"] == result["chosen"] and calls == []  # off the list now, kept
+    assert build.refine(clips=12, top=3, interval_top=2, null_top=0) == result and calls == []  # resumed: nothing rated again
+    assert build.refine(clips=12, top=3, interval_top=0, null_top=0)["chosen"] == result["chosen"] and calls == []  # off the list now, kept
     # a setting tried by hand (work/probes.json) on the same clips, weights and sampler is a candidate too
     probe = {"skip": 0, "text_scale": 5.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35, "negative_prompt": "sepia style."}
     probes = {"clips": 12, "steps": 20, "weights": "weights-a", "sampler": build.rating_sampler(),
               "rows": [dict(probe, psnr={styles[0]: 30.0}, own={styles[0]: 1.0}, warp_vs_truth={styles[0]: 1.0})]}  # fmt: skip
     (tmp_path / "probes.json").write_text(json.dumps(dict(probes, weights="weights-b")))
-    assert build.refine(clips=12, top=3, interval_top=2)["chosen"] == result["chosen"]  # other weights: not a candidate
+    assert build.refine(clips=12, top=3, interval_top=2, null_top=0)["chosen"] == result["chosen"]  # other weights: not a candidate
     (tmp_path / "probes.json").write_text(json.dumps(probes))
-    assert build.refine(clips=12, top=3, interval_top=2)["chosen"] == dict(result["chosen"], **{styles[0]: probe}) and calls == []
+    assert build.refine(clips=12, top=3, interval_top=2, null_top=0)["chosen"] == dict(result["chosen"], **{styles[0]: probe}) and calls == []
+
+
+def test_refine_last_rates_each_styles_best_text_guided_settings_with_its_runner_up_as_the_null_text(tmp_path, monkeypatch):
+    styles = tuple(build.STYLES)
+    runner_up = {st: styles[(n + 1) % len(styles)] for n, st in enumerate(styles)}
+    settings = [{"skip": 0, "text_scale": wt, "context_scale": 1.0, "lead_in": 0} for wt in (1.0, 2.0, 3.0)]
+    grid = [dict(s, psnr=dict.fromkeys(styles, 10.0), own=dict.fromkeys(styles, 1.0), warp_vs_truth=dict.fromkeys(styles, 2.0)) for s in settings]
+    (tmp_path / "tune.json").write_text(json.dumps({"clips": 4, "steps": 20, "grid": grid, **build.choose_settings(grid, build.RATED_KEYS)}))
+    calls, with_runner_up = [], [False]
+
+    def fake_rater(clips, steps, adapter):
+        def rate(setting, rated_styles):
+            (st,) = rated_styles
+            calls.append((st, setting["text_scale"], setting["negative_prompt"]))
+            # PSNR falls with w_t; the runner-up's name as the null text gains 3 dB, another style's name 1 dB
+            psnr = 20 - setting["text_scale"] + {"": 0, f"{runner_up[st]} style.": 3}.get(setting["negative_prompt"], 1)
+            row = dict(setting, psnr={st: psnr}, own={st: 1.0}, warp_vs_truth={st: 2.0})
+            return dict(row, runner_up={st: runner_up[st]}) if with_runner_up[0] else row  # rows rated before runner_up lack it
+
+        return rate
+
+    monkeypatch.setattr(build, "WORK", tmp_path)
+    monkeypatch.setattr(build, "_rater", fake_rater)
+    monkeypatch.setattr(build, "rating_id", lambda adapter: "weights-a")
+    build.refine(clips=12, top=3, interval_top=0, null_top=0)
+    calls.clear()
+    with_runner_up[0] = True
+    result = build.refine(clips=12, top=3, interval_top=0, null_top=1)
+    # the best setting guided by text (w_t 2) is rated again for its runner-up, then with it as the null text
+    assert calls == [call for st in styles for call in ((st, 2.0, ""), (st, 2.0, f"{runner_up[st]} style."))]
+    assert result["chosen"] == {st: {"skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0,
+                                     "negative_prompt": f"{runner_up[st]} style."} for st in styles}  # fmt: skip
+    assert result["refine"]["null_top"] == 1
+    calls.clear()
+    assert build.refine(clips=12, top=3, interval_top=0, null_top=1) == result and calls == []  # resumed: nothing rated again
+    build.refine(clips=12, top=3, interval_top=0, null_top=2)  # the next one (w_t 3) too; a row with a null text is not a base for another
+    assert calls == [(st, 3.0, f"{runner_up[st]} style.") for st in styles]
 
 
 def test_tune_resumes_only_rows_rated_with_the_same_weights_and_sampler(tmp_path, monkeypatch):

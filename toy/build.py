@@ -597,12 +597,13 @@ WARP_BAR = 1.5  # issue 5: a warping error within 1.5x the ground truth's
 
 
 def _rater(clips: int, steps: int, adapter: Path):
-    """A function rating one sampling setting ({skip, text_scale, context_scale, lead_in}) of the
-    base with the PickStyle `adapter` for some styles on the first `clips` validation clips: {<setting>, psnr: {style: dB}, own: {style:
-    fraction of clips nearest its own style's truth}, warp_vs_truth: {style: warping error over the
-    truth's}} (the checks of issue 5)."""
+    """A function rating one sampling setting (RATED_KEYS) of the base with the PickStyle `adapter`
+    for some styles on the first `clips` validation clips: {<setting>, psnr: {style: dB}, own:
+    {style: fraction of clips nearest its own style's truth}, warp_vs_truth: {style: warping error
+    over the truth's}} (the checks of issue 5), runner_up: {style: the other style whose truth the
+    outputs are nearest, by mean PSNR (the style this one is most confused with)}}."""
     from pickstyle.metrics import warp_error
-    from pickstyle.quality import score
+    from pickstyle.quality import psnr, score
     from pickstyle.schedulers import make_scheduler
     from pickstyle.toy import load_toy_pipeline, style_prompt, toy_stylize
 
@@ -614,10 +615,12 @@ def _rater(clips: int, steps: int, adapter: Path):
 
     def rate(setting: dict, styles=tuple(STYLES)) -> dict:
         settings = dict(TOY_SETTINGS, style_settings={}, steps=steps, **setting)
-        row = dict(setting, psnr={}, own={}, warp_vs_truth={})
+        row = dict(setting, psnr={}, own={}, warp_vs_truth={}, runner_up={})
         for style in styles:
-            scores = [score(toy_stylize(pipe, settings, frames, style_prompt(style, text)), frames, ts, style)
-                      for (frames, text), ts in zip(scenes, truths)]  # fmt: skip
+            outputs = [toy_stylize(pipe, settings, frames, style_prompt(style, text)) for frames, text in scenes]
+            scores = [score(out, frames, ts, style) for out, (frames, _), ts in zip(outputs, scenes, truths)]
+            others = {other: np.mean([psnr(out, ts[other]) for out, ts in zip(outputs, truths)]) for other in STYLES if other != style}
+            row["runner_up"][style] = max(others, key=others.get)
             row["psnr"][style] = round(float(np.mean([sc["psnr"] for sc in scores])), 2)
             row["own"][style] = float(np.mean([sc["own_style_closest"] for sc in scores]))
             row["warp_vs_truth"][style] = round(float(np.mean([sc["warp_error"] for sc in scores]) / truth_warp[style]), 2)
@@ -709,19 +712,25 @@ REFINE_TOP = 8  # settings per style that `refine` rates again
 REFINE_CLIPS = 12  # validation clips for them (the first TUNE_CLIPS are tune's)
 REFINE_INTERVAL_TOP = 2  # then its best guided settings on them that it also rates guided on part of the steps only
 REFINE_GUIDANCE_ENDS = (0.35, 0.5, 0.7)  # those parts (guidance_end; sketch took 0.35 and blueprint 0.7 in probes)
+REFINE_NULL_TOP = 2  # and its best settings guided by text that it also rates with its runner-up style as the null text
 
 
-def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP, interval_top: int = REFINE_INTERVAL_TOP) -> dict:
+def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP, interval_top: int = REFINE_INTERVAL_TOP,
+           null_top: int = REFINE_NULL_TOP) -> dict:
     """Successive halving on `tune`'s grid: per style, its `top` settings by `rank_key` on the
     tune's clips are rated again on `clips` validation clips (the tune's first), for that style
     only (4 clips cannot tell a style picked on 70% of clips from one picked on all); then the
     style's `interval_top` best settings rated on those clips that guide (a text or context scale
     above 1) throughout are rated
     again guided only on the first REFINE_GUIDANCE_ENDS of the steps (a strong text scale early
-    sets the style, unguided late steps keep the source's detail and flicker less); the style
-    takes the best of all by the same key. Adds to toy/work/tune.json, after every row, "refine":
-    {"clips", "steps", "top", "interval_top", "weights", "sampler", "rows": [rows rating one style
-    each]} and replaces "chosen"; resumes from the rows it finds there, and in toy/work/probes.json
+    sets the style, unguided late steps keep the source's detail and flicker less); then its
+    `null_top` best settings guided by text (w_t above 1, no null text yet) are rated again with
+    the null text "<runner-up> style.", the runner-up being the style its best one comes out
+    nearest after its own (that row is rated again first if it is older than `_rater`'s
+    runner_up): text guidance then pushes away from the style it is confused with instead of
+    from no style; the style takes the best of all by the same key. Adds to toy/work/tune.json,
+    after every row, "refine": {"clips", "steps", "top", "interval_top", "null_top", "weights",
+    "sampler", "rows": [rows rating one style each]} and replaces "chosen"; resumes from the rows it finds there, and in toy/work/probes.json
     (settings tried by hand, the same form), for as many clips and steps and the same weights
     (`rating_id`) and sampler (`rating_sampler`), and keeps those not on its lists among the
     candidates (a re-rated grid may drop a setting the more clips
@@ -746,25 +755,34 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP, interval_top: int =
     from_grid = choose_settings(result["grid"], RATED_KEYS)["chosen"]  # for styles not yet refined
     done, rate = {}, None
 
-    def rate_pair(style: str, setting: tuple) -> None:
+    def rate_pair(style: str, setting: tuple, again: bool = False) -> dict:
         nonlocal rate
-        if (style, setting) not in rated:
+        if again or (style, setting) not in rated:
             rate = rate or _rater(clips, result["steps"], adapter_dir)
             rated[style, setting] = rate(dict(zip(RATED_KEYS, setting)), (style,))
         done[style, setting] = rated[style, setting]
         rows = [*done.values(), *(row for pair, row in rated.items() if pair not in done)]  # those rated before: kept
-        result["refine"] = {**key, "top": top, "interval_top": interval_top, "rows": rows}
+        result["refine"] = {**key, "top": top, "interval_top": interval_top, "null_top": null_top, "rows": rows}
         result["chosen"] = {**from_grid, **choose_settings(rows, RATED_KEYS)["chosen"]}
         _write_tune(result)
+        return rated[style, setting]
+
+    def best(style: str, keep) -> list[dict]:
+        return sorted((row for (st, _), row in rated.items() if st == style and keep(row)), key=lambda r: rank_key(r, style), reverse=True)
 
     for style, setting in shortlist:
         rate_pair(style, setting)
     for style in STYLES:
-        guided = [row for (st, _), row in rated.items()
-                  if st == style and _setting_value(row, "guidance_end") == 1.0 and (row["text_scale"], row["context_scale"]) != (1.0, 1.0)]  # fmt: skip
-        for row in sorted(guided, key=lambda r: rank_key(r, style), reverse=True)[:interval_top]:
+        guided = best(style, lambda r: _setting_value(r, "guidance_end") == 1.0 and (r["text_scale"], r["context_scale"]) != (1.0, 1.0))
+        for row in guided[:interval_top]:
             for guidance_end in REFINE_GUIDANCE_ENDS:
                 rate_pair(style, _setting_key({**row, "guidance_end": guidance_end}))
+    for style in STYLES:
+        by_text = best(style, lambda r: r["text_scale"] > 1.0 and not _setting_value(r, "negative_prompt"))[:null_top]
+        if by_text and style not in by_text[0].get("runner_up", {}):
+            by_text[0] = rate_pair(style, _setting_key(by_text[0]), again=True)
+        for row in by_text:
+            rate_pair(style, _setting_key({**row, "negative_prompt": f"{by_text[0]['runner_up'][style]} style."}))
     print(json.dumps({"chosen": result["chosen"]}))
     return result
 
