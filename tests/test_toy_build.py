@@ -166,22 +166,22 @@ def test_refine_then_rates_each_styles_best_guided_settings_on_part_of_the_steps
     assert build.refine(clips=12, top=3, interval_top=2, null_top=0)["chosen"] == dict(result["chosen"], **{styles[0]: probe}) and calls == []
 
 
-def test_refine_last_rates_each_styles_best_text_guided_settings_with_its_runner_up_as_the_null_text(tmp_path, monkeypatch):
+def test_refine_last_rates_each_styles_best_text_guided_settings_with_the_style_it_is_confused_with_as_the_null_text(tmp_path, monkeypatch):
     styles = tuple(build.STYLES)
-    runner_up = {st: styles[(n + 1) % len(styles)] for n, st in enumerate(styles)}
+    confused = {st: styles[(n + 1) % len(styles)] for n, st in enumerate(styles)}
     settings = [{"skip": 0, "text_scale": wt, "context_scale": 1.0, "lead_in": 0} for wt in (1.0, 2.0, 3.0)]
     grid = [dict(s, psnr=dict.fromkeys(styles, 10.0), own=dict.fromkeys(styles, 1.0), warp_vs_truth=dict.fromkeys(styles, 2.0)) for s in settings]
     (tmp_path / "tune.json").write_text(json.dumps({"clips": 4, "steps": 20, "grid": grid, **build.choose_settings(grid, build.RATED_KEYS)}))
-    calls, with_runner_up = [], [False]
+    calls, with_confusion = [], [False]
 
     def fake_rater(clips, steps, adapter):
         def rate(setting, rated_styles):
             (st,) = rated_styles
             calls.append((st, setting["text_scale"], setting["negative_prompt"]))
-            # PSNR falls with w_t; the runner-up's name as the null text gains 3 dB, another style's name 1 dB
-            psnr = 20 - setting["text_scale"] + {"": 0, f"{runner_up[st]} style.": 3}.get(setting["negative_prompt"], 1)
+            # PSNR falls with w_t; the confused style's name as the null text gains 3 dB, another style's name 1 dB
+            psnr = 20 - setting["text_scale"] + {"": 0, f"{confused[st]} style.": 3}.get(setting["negative_prompt"], 1)
             row = dict(setting, psnr={st: psnr}, own={st: 1.0}, warp_vs_truth={st: 2.0})
-            return dict(row, runner_up={st: runner_up[st]}) if with_runner_up[0] else row  # rows rated before runner_up lack it
+            return dict(row, confused_with={st: confused[st]}) if with_confusion[0] else row  # rows rated before confused_with lack it
 
         return rate
 
@@ -190,17 +190,43 @@ def test_refine_last_rates_each_styles_best_text_guided_settings_with_its_runner
     monkeypatch.setattr(build, "rating_id", lambda adapter: "weights-a")
     build.refine(clips=12, top=3, interval_top=0, null_top=0)
     calls.clear()
-    with_runner_up[0] = True
+    with_confusion[0] = True
     result = build.refine(clips=12, top=3, interval_top=0, null_top=1)
-    # the best setting guided by text (w_t 2) is rated again for its runner-up, then with it as the null text
-    assert calls == [call for st in styles for call in ((st, 2.0, ""), (st, 2.0, f"{runner_up[st]} style."))]
+    # the best setting guided by text (w_t 2) is rated again for the style it is confused with, then with it as the null text
+    assert calls == [call for st in styles for call in ((st, 2.0, ""), (st, 2.0, f"{confused[st]} style."))]
     assert result["chosen"] == {st: {"skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0,
-                                     "negative_prompt": f"{runner_up[st]} style."} for st in styles}  # fmt: skip
+                                     "negative_prompt": f"{confused[st]} style."} for st in styles}  # fmt: skip
     assert result["refine"]["null_top"] == 1
     calls.clear()
     assert build.refine(clips=12, top=3, interval_top=0, null_top=1) == result and calls == []  # resumed: nothing rated again
     build.refine(clips=12, top=3, interval_top=0, null_top=2)  # the next one (w_t 3) too; a row with a null text is not a base for another
-    assert calls == [(st, 3.0, f"{runner_up[st]} style.") for st in styles]
+    assert calls == [(st, 3.0, f"{confused[st]} style.") for st in styles]
+
+
+def test_rater_scores_the_bundled_model_and_names_the_style_each_output_is_nearest_after_its_own(tmp_path, monkeypatch):
+    from pickstyle.quality import psnr
+    from pickstyle.schedulers import make_scheduler
+    from pickstyle.toy import STYLES, load_toy_pipeline, make_scene_clip, style_prompt, toy_stylize
+
+    monkeypatch.setattr(build, "WORK", tmp_path)  # a fresh clone: the bundled base and adapter
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "state.json").write_text("{}")
+    setting = {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 0.5, "negative_prompt": "sepia style."}
+    row = build._rater(2, 2, build.rated_adapter())(setting, ("sketch", "blueprint"))
+    assert {k: row[k] for k in setting} == setting and set(row["confused_with"]) == {"sketch", "blueprint"}
+    # the reference: the same clips and setting stylised here, their PSNR against every style's truth
+    pipe, _ = load_toy_pipeline(build.base_model(), adapter=str(build.rated_adapter()))
+    pipe.scheduler = make_scheduler(build.TOY_SETTINGS["scheduler"], build.TOY_SETTINGS["shift"])
+    clips = [make_scene_clip(np.random.default_rng(build.TUNE_SEED + i), build.FRAMES, build.SIZE, build.SIZE) for i in range(2)]
+    for style in ("sketch", "blueprint"):
+        near = []  # per clip: {style: dB}
+        for frames, text in clips:
+            out = toy_stylize(pipe, dict(build.TOY_SETTINGS, style_settings={}, steps=2, **setting), frames, style_prompt(style, text))
+            near.append({name: psnr(out, np.stack([fn(f) for f in frames])) for name, fn in STYLES.items()})
+        assert row["psnr"][style] == round(float(np.mean([n[style] for n in near])), 2)
+        assert row["own"][style] == np.mean([max(n, key=n.get) == style for n in near])
+        _, other = min((n[style] - max(v for k, v in n.items() if k != style), max((k for k in n if k != style), key=n.get)) for n in near)
+        assert row["confused_with"][style] == other  # nearest on the clip where the own style leads least
 
 
 def test_tune_resumes_only_rows_rated_with_the_same_weights_and_sampler(tmp_path, monkeypatch):

@@ -600,8 +600,9 @@ def _rater(clips: int, steps: int, adapter: Path):
     """A function rating one sampling setting (RATED_KEYS) of the base with the PickStyle `adapter`
     for some styles on the first `clips` validation clips: {<setting>, psnr: {style: dB}, own:
     {style: fraction of clips nearest its own style's truth}, warp_vs_truth: {style: warping error
-    over the truth's}} (the checks of issue 5), runner_up: {style: the other style whose truth the
-    outputs are nearest, by mean PSNR (the style this one is most confused with)}}."""
+    over the truth's}} (the checks of issue 5), confused_with: {style: the other style nearest the
+    output (PSNR) on the clip where the own style's lead over the others is least, or a miss is
+    worst: the style it is most nearly mistaken for}}."""
     from pickstyle.metrics import warp_error
     from pickstyle.quality import psnr, score
     from pickstyle.schedulers import make_scheduler
@@ -615,12 +616,16 @@ def _rater(clips: int, steps: int, adapter: Path):
 
     def rate(setting: dict, styles=tuple(STYLES)) -> dict:
         settings = dict(TOY_SETTINGS, style_settings={}, steps=steps, **setting)
-        row = dict(setting, psnr={}, own={}, warp_vs_truth={}, runner_up={})
+        row = dict(setting, psnr={}, own={}, warp_vs_truth={}, confused_with={})
         for style in styles:
             outputs = [toy_stylize(pipe, settings, frames, style_prompt(style, text)) for frames, text in scenes]
             scores = [score(out, frames, ts, style) for out, (frames, _), ts in zip(outputs, scenes, truths)]
-            others = {other: np.mean([psnr(out, ts[other]) for out, ts in zip(outputs, truths)]) for other in STYLES if other != style}
-            row["runner_up"][style] = max(others, key=others.get)
+            nearest_other = []  # per clip: (own PSNR minus the nearest other style's, that style)
+            for out, ts, sc in zip(outputs, truths, scores):
+                others = {other: psnr(out, ts[other]) for other in STYLES if other != style}
+                nearest = max(others, key=others.get)
+                nearest_other.append((sc["psnr"] - others[nearest], nearest))
+            row["confused_with"][style] = min(nearest_other)[1]
             row["psnr"][style] = round(float(np.mean([sc["psnr"] for sc in scores])), 2)
             row["own"][style] = float(np.mean([sc["own_style_closest"] for sc in scores]))
             row["warp_vs_truth"][style] = round(float(np.mean([sc["warp_error"] for sc in scores]) / truth_warp[style]), 2)
@@ -712,7 +717,7 @@ REFINE_TOP = 8  # settings per style that `refine` rates again
 REFINE_CLIPS = 12  # validation clips for them (the first TUNE_CLIPS are tune's)
 REFINE_INTERVAL_TOP = 2  # then its best guided settings on them that it also rates guided on part of the steps only
 REFINE_GUIDANCE_ENDS = (0.35, 0.5, 0.7)  # those parts (guidance_end; sketch took 0.35 and blueprint 0.7 in probes)
-REFINE_NULL_TOP = 2  # and its best settings guided by text that it also rates with its runner-up style as the null text
+REFINE_NULL_TOP = 2  # and its best settings guided by text that it also rates with the style it is confused with as the null text
 
 
 def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP, interval_top: int = REFINE_INTERVAL_TOP,
@@ -725,10 +730,9 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP, interval_top: int =
     again guided only on the first REFINE_GUIDANCE_ENDS of the steps (a strong text scale early
     sets the style, unguided late steps keep the source's detail and flicker less); then its
     `null_top` best settings guided by text (w_t above 1, no null text yet) are rated again with
-    the null text "<runner-up> style.", the runner-up being the style its best one comes out
-    nearest after its own (that row is rated again first if it is older than `_rater`'s
-    runner_up): text guidance then pushes away from the style it is confused with instead of
-    from no style; the style takes the best of all by the same key. Adds to toy/work/tune.json,
+    the null text "<style> style." of the style its best one is most nearly mistaken for
+    (`_rater`'s confused_with; that row is rated again first if it is older than it): text
+    guidance then pushes away from the style it is confused with instead of from no style; the style takes the best of all by the same key. Adds to toy/work/tune.json,
     after every row, "refine": {"clips", "steps", "top", "interval_top", "null_top", "weights",
     "sampler", "rows": [rows rating one style each]} and replaces "chosen"; resumes from the rows it finds there, and in toy/work/probes.json
     (settings tried by hand, the same form), for as many clips and steps and the same weights
@@ -779,10 +783,10 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP, interval_top: int =
                 rate_pair(style, _setting_key({**row, "guidance_end": guidance_end}))
     for style in STYLES:
         by_text = best(style, lambda r: r["text_scale"] > 1.0 and not _setting_value(r, "negative_prompt"))[:null_top]
-        if by_text and style not in by_text[0].get("runner_up", {}):
+        if by_text and style not in by_text[0].get("confused_with", {}):
             by_text[0] = rate_pair(style, _setting_key(by_text[0]), again=True)
         for row in by_text:
-            rate_pair(style, _setting_key({**row, "negative_prompt": f"{by_text[0]['runner_up'][style]} style."}))
+            rate_pair(style, _setting_key({**row, "negative_prompt": f"{by_text[0]['confused_with'][style]} style."}))
     print(json.dumps({"chosen": result["chosen"]}))
     return result
 
