@@ -722,25 +722,25 @@ REFINE_NULL_TOP = 2  # and its best settings guided by text that it also rates w
 
 def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP, interval_top: int = REFINE_INTERVAL_TOP,
            null_top: int = REFINE_NULL_TOP) -> dict:
-    """Successive halving on `tune`'s grid: per style, its `top` settings by `rank_key` on the
-    tune's clips are rated again on `clips` validation clips (the tune's first), for that style
-    only (4 clips cannot tell a style picked on 70% of clips from one picked on all); then the
-    style's `interval_top` best settings rated on those clips that guide (a text or context scale
-    above 1) throughout are rated
-    again guided only on the first REFINE_GUIDANCE_ENDS of the steps (a strong text scale early
-    sets the style, unguided late steps keep the source's detail and flicker less); then its
-    `null_top` best settings guided by text (w_t above 1, no null text yet) are rated again with
-    the null text "<style> style." of the style its best one is most nearly mistaken for
-    (`_rater`'s confused_with; that row is rated again first if it is older than it): text
-    guidance then pushes away from the style it is confused with instead of from no style; the style takes the best of all by the same key. Adds to toy/work/tune.json,
-    after every row, "refine": {"clips", "steps", "top", "interval_top", "null_top", "weights",
-    "sampler", "rows": [rows rating one style each]} and replaces "chosen"; resumes from the rows it finds there, and in toy/work/probes.json
-    (settings tried by hand, the same form), for as many clips and steps and the same weights
-    (`rating_id`) and sampler (`rating_sampler`), and keeps those not on its lists among the
-    candidates (a re-rated grid may drop a setting the more clips
-    preferred: what was measured on them is not thrown away). The grid may come from other weights
-    or another sampler (said in one line; say a re-trained adapter, a fine-tuned decoder or a new
-    shift): refine then re-rates its shortlist with the current ones. Returns the new tune.json."""
+    """Successive halving on `tune`'s grid: per style, its `top` settings by `rank_key` on the tune's
+    clips are rated again on `clips` validation clips (the tune's first), for that style only (4
+    clips cannot tell a style picked on 70% of clips from one picked on all); then the style's
+    `interval_top` best settings rated on those clips that guide (a text or context scale above 1)
+    throughout are rated again guided only on the first REFINE_GUIDANCE_ENDS of the steps (a strong
+    text scale early sets the style, unguided late steps keep the source's detail and flicker
+    less); then its `null_top` best settings guided by text (w_t above 1, no null text yet) are
+    rated again with the null text "<style> style." of the style its best one is most nearly
+    mistaken for (`_rater`'s confused_with; that row is rated again first if it is older than it):
+    text guidance then pushes away from the style it is confused with instead of from no style; the
+    style takes the best of all by the same key. Adds to toy/work/tune.json, after every row,
+    "refine": {"clips", "steps", "top", "interval_top", "null_top", "weights", "sampler", "rows":
+    [rows rating one style each]} and replaces "chosen"; resumes from the rows it finds there, and
+    in toy/work/probes.json (settings tried by hand, the same form), for as many clips and steps
+    and the same weights (`rating_id`) and sampler (`rating_sampler`), and keeps those not on its
+    lists among the candidates (a re-rated grid may drop a setting the more clips preferred: what
+    was measured on them is not thrown away). The grid may come from other weights or another
+    sampler (said in one line; say a re-trained adapter, a fine-tuned decoder or a new shift):
+    refine then re-rates its shortlist with the current ones. Returns the new tune.json."""
     path = WORK / "tune.json"
     if not path.is_file():
         raise SystemExit(f"{path} is missing: run `python toy/build.py tune` first")
@@ -824,11 +824,11 @@ TOY_SETTINGS = {  # `pickstyle stylize` defaults for the toy model (src/pickstyl
     "description": "a toy stand-in for Wan2.1-VACE trained on two CPU cores (MODEL.md); toy styles only",
     "styles": list(STYLES), "size": f"{SIZE}x{SIZE}", "frames": FRAMES, "fps": 8.0, "steps": 20,
     "skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4,  # tune.json's "default"
-    "style_settings": {  # tune.json's "chosen" (refine's; sketch's and blueprint's from work/probes.json)
-        "sketch": {"skip": 0, "text_scale": 5.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35, "negative_prompt": ""},
+    "style_settings": {  # tune.json's "chosen" (refine's; blueprint's, and sketch's but for its null text, from work/probes.json)
+        "sketch": {"skip": 0, "text_scale": 5.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35, "negative_prompt": "sepia style."},
         "sepia": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4, "guidance_end": 1.0, "negative_prompt": ""},
         "blueprint": {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.85, "negative_prompt": "sepia style."},
-        "thermal": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35, "negative_prompt": ""},
+        "thermal": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35, "negative_prompt": "sepia style."},
         "night vision": {"skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0, "negative_prompt": ""},
     },
     "scheduler": "euler", "shift": 3.0, "negative_prompt": "",
