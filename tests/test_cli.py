@@ -40,6 +40,22 @@ def test_help_and_version_do_not_import_torch():
     assert out.returncode == 0 and "--context-scale" in out.stdout and "--offload" in out.stdout
 
 
+def test_stylize_deflicker_smooths_the_output_along_the_source(tiny_model_dir, source_video, tmp_path, capsys):
+    from pickstyle.deflicker import deflicker
+    from pickstyle.metrics import warp_error
+
+    plain, smooth = tmp_path / "plain.mp4", tmp_path / "smooth.mp4"
+    assert _stylize(tiny_model_dir, source_video, plain.with_suffix(".gif"), "--frames", "9") == 0
+    assert _stylize(tiny_model_dir, source_video, smooth.with_suffix(".gif"), "--frames", "9", "--deflicker", "0.6") == 0
+    assert "deflicker 0.6" in capsys.readouterr().out
+    source = read_video(source_video, num_frames=9)[0]
+    raw, out = read_video(plain.with_suffix(".gif"))[0], read_video(smooth.with_suffix(".gif"))[0]
+    assert out.shape == raw.shape == (9, 48, 80, 3)
+    # the CLI's output is the plain one deflickered (gif: lossless up to its palette)
+    assert np.abs(out.astype(int) - deflicker(raw, source, 0.6).astype(int)).mean() < 4
+    assert warp_error(out, source) < warp_error(raw, source)
+
+
 def test_styles_lists_every_preset(capsys):
     assert main(["styles"]) == 0
     out = capsys.readouterr().out
@@ -150,6 +166,7 @@ def _bad_cases(tmp_path, model, source):
         "frames not 4k+1": ([str(source), "--frames", "8"], "--frames 8"),
         "lead-in not a multiple of 4": ([str(source), "--lead-in", "6"], "--lead-in 6"),
         "guidance end over 1": ([str(source), "--guidance-end", "1.5"], "--guidance-end 1.5"),
+        "deflicker of 1": ([str(source), "--deflicker", "1"], "--deflicker 1"),
         "unwritable output": ([str(source), "-o", str(blocker / "out.mp4")], "a_file"),
         "output format": ([str(source), "-o", str(tmp_path / "out.avi")], "out.avi"),
     }

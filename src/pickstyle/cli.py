@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--skip", type=_non_negative_int, default=None, help="start at this step from the noised source (default: 4 of 20 steps, or the style's; scaled to --steps)")
     s.add_argument("--lead-in", type=_non_negative_int, default=None, help="generate this many frames (a multiple of 4) mirrored before the clip and drop them, so no output frame comes from the VAE's first latent frame (default: the model's, else 0)")
     s.add_argument("--guidance-end", type=_non_negative_float, default=None, help="guide only this first fraction of the steps, in (0, 1]; the rest take one pass (default: the model's, else 1)")
+    s.add_argument("--deflicker", type=_non_negative_float, default=0.0, help="smooth the output along the source's motion with this strength in [0, 1), e.g. 0.5 (a post-process, not in the paper; default 0: off)")
     s.add_argument("--text-scale", type=_non_negative_float, default=None, help="w_t: style (text) guidance (default: the model's, else 5)")
     s.add_argument("--context-scale", type=_non_negative_float, default=None, help="w_c: content (context) guidance; 0 = off (default: the model's, else 4)")
     s.add_argument("--guidance", choices=("cs-cfg", "cfg", "none"), default="cs-cfg", help="guidance mode")
@@ -366,6 +367,8 @@ def cmd_stylize(args) -> int:
         raise PickStyleError(f"--guidance-end {args.guidance_end:g}: must be a fraction of the steps in (0, 1]")
     if args.lead_in % 4:
         raise PickStyleError(f"--lead-in {args.lead_in}: must be a multiple of 4 (e.g. 0, 4, 8)")
+    if args.deflicker >= 1:
+        raise PickStyleError(f"--deflicker {args.deflicker:g}: must be in [0, 1)")
 
     import torch
 
@@ -407,7 +410,7 @@ def cmd_stylize(args) -> int:
     print(
         f"stylizing {args.input}: {prompt!r}, {len(frames)} frames at {width}x{height}, {args.steps} steps "
         f"(skip {skip}{f', lead-in {args.lead_in}' if args.lead_in else ''}), {args.guidance} w_t={args.text_scale:g} w_c={args.context_scale:g}{f' on the first {args.guidance_end:g} of the steps' if args.guidance_end < 1 else ''}"
-        f"{'' if args.no_apg else ' +APG'}{f', null text {args.negative_prompt!r}' if args.negative_prompt else ''}, {args.scheduler} shift {args.shift:g}, seed {args.seed}, {device}",
+        f"{'' if args.no_apg else ' +APG'}{f', null text {args.negative_prompt!r}' if args.negative_prompt else ''}{f', deflicker {args.deflicker:g}' if args.deflicker else ''}, {args.scheduler} shift {args.shift:g}, seed {args.seed}, {device}",
         flush=True,
     )
 
@@ -432,6 +435,10 @@ def cmd_stylize(args) -> int:
         max_sequence_length=settings.get("max_sequence_length", 512),
     )
     video = restore_aspect(result.frames[0], src_h, src_w)
+    if args.deflicker:
+        from .deflicker import deflicker
+
+        video = deflicker(video, frames, args.deflicker)
     write_video(output, video, fps=args.fps)
     seconds = time.perf_counter() - started
     print(

@@ -216,6 +216,24 @@ def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
 
 
+def flow_warp(image: np.ndarray, flow: np.ndarray, flow_back: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sample `image` [H, W, C] at x + flow(x) (cv2.remap, bilinear): float32 [H, W, C], and where
+    that is trustworthy, bool [H, W]: x + flow(x) lies in the frame and the flow comes back,
+    |flow(x) + flow_back(x + flow(x))|^2 < 0.01 (|flow(x)|^2 + |flow_back(x + flow(x))|^2) + 0.5
+    (not occluded). `flow` [H, W, 2] from this frame to the image's, `flow_back` the other way."""
+    import cv2
+
+    h, w = flow.shape[:2]
+    gx, gy = _grid(h, w)
+    mx, my = gx + flow[..., 0], gy + flow[..., 1]
+    warped = cv2.remap(image.astype(np.float32), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    back = cv2.remap(flow_back, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
+    cycle = np.sum((flow + back) ** 2, axis=-1)
+    bound = 0.01 * (np.sum(flow**2, axis=-1) + np.sum(back**2, axis=-1)) + 0.5
+    return warped, inside & (cycle < bound)
+
+
 def warp_error(stylised, source, flows=None, method: str = "dis") -> float:
     """Temporal warping error (lower is better, range [0, 1]).
 
@@ -226,22 +244,11 @@ def warp_error(stylised, source, flows=None, method: str = "dis") -> float:
     (pairs with no valid pixel are skipped; NaN when none has one). `flows`: (forward, backward) as
     from video_flow, to reuse them.
     """
-    import cv2
-
     sty, src = _pair(stylised, source, min_frames=2)
     fwd, bwd = flows if flows is not None else (video_flow(src, method=method), video_flow(src, True, method))
-    h, w = src.shape[1:3]
-    gx, gy = _grid(h, w)
     errors = []
     for t in range(len(src) - 1):
-        f, b = fwd[t], bwd[t]
-        mx, my = gx + f[..., 0], gy + f[..., 1]
-        warped = cv2.remap(sty[t + 1].astype(np.float32), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        b_at = cv2.remap(b, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
-        cycle = np.sum((f + b_at) ** 2, axis=-1)
-        bound = 0.01 * (np.sum(f**2, axis=-1) + np.sum(b_at**2, axis=-1)) + 0.5
-        valid = inside & (cycle < bound)
+        warped, valid = flow_warp(sty[t + 1], fwd[t], bwd[t])
         if valid.any():
             diff = np.abs(sty[t].astype(np.float32) - warped)[valid]
             errors.append(float(diff.mean()) / 255.0)

@@ -4,10 +4,10 @@ rendered in each toy style, scored against the exact ground truth style(frame).
 Rows: the source unchanged (the floor), the ground truth (the ceiling), the ground truth through
 the model's VAE (the ceiling of anything generated in its latent space), PickStyle with the toy
 model's defaults (CS-CFG, permuted null context), and one change at a time: the zero null context,
-plain CFG, no guidance, one skip for every style (0, 4), no lead-in, the model-wide skip and
-scales instead of its settings per style, the style words without the scene description, no
-adapter, an adapter trained on static clips and an adapter on the main blocks instead of the
-VACE blocks.
+plain CFG, context guidance, its output deflickered (a post-process), no guidance, one skip for
+every style (0, 4), no lead-in, the model-wide skip and scales instead of its settings per style,
+the style words without the scene description, no adapter, an adapter trained on static clips and
+an adapter on the main blocks instead of the VACE blocks.
 Per row and style: PSNR and SSIM against the ground truth, warping error, edge structure kept
 from the source, and how often the output is closest to its own style's truth.
 """
@@ -38,6 +38,7 @@ class Row:
     describe: bool = True  # the prompt has the scene description after "<style> style."
     skip: int | None = None  # skip for 20 steps (scaled to the steps used); None: the model's
     per_style: bool = True  # the model's settings per style (pickstyle.json's style_settings); False: its model-wide ones
+    deflicker: float = 0.0  # strength of `deflicker.deflicker` on the output (0: none)
 
 
 ROWS = [
@@ -50,6 +51,7 @@ ROWS = [
     Row("context guidance 1.5", "CS-CFG with w_c = 1.5 (permuted null) and each style's other settings", overrides={"context_guidance_scale": 1.5}),
     Row("context 1.5, zero null", "as 'context guidance 1.5' with the zero null context",
         overrides={"context_guidance_scale": 1.5, "null_context": "zero"}),
+    Row("deflicker 0.5", "the pickstyle row's output smoothed along the source's motion (--deflicker 0.5; not in the paper)", deflicker=0.5),
     Row("no guidance", "one pass per step", overrides={"guidance": "none"}),
     Row("skip 0", "start from pure noise", skip=0),
     Row("skip 4", "start at step 4 of 20 (scaled) from the noised source", skip=4),
@@ -111,6 +113,7 @@ def run_rows(rows, styles, clips, steps=None, seed=2025, progress=True, model=No
     dict of metric -> mean over clips; rows whose adapter is missing are left out with a note."""
     from tqdm.auto import tqdm
 
+    from .deflicker import deflicker
     from .styles import scale_skip
     from .toy import STYLES, TOY_MODEL, load_toy_pipeline, style_prompt, toy_stylize, vae_round_trip
 
@@ -148,6 +151,8 @@ def run_rows(rows, styles, clips, steps=None, seed=2025, progress=True, model=No
                         overrides["skip_steps"] = scale_skip(row.skip, overrides["num_inference_steps"])
                     prompt = style_prompt(style, description) if row.describe else f"{style} style."
                     output = toy_stylize(pipe, settings, frames, prompt, seed, **overrides)
+                    if row.deflicker:
+                        output = deflicker(output, frames, row.deflicker)
                 scores.append(score(output, frames, truth, style))
                 bar.update()
             results[row.name][style] = {k: float(np.nanmean([s[k] for s in scores])) for k in scores[0]}

@@ -1,0 +1,42 @@
+"""Flow-guided deflicker: a post-process for a stylised video, not part of PickStyle's method.
+
+Each output frame is blended with the previous deflickered frame carried along the SOURCE's
+optical flow, where that flow is trustworthy (in the frame, not occluded):
+
+    z_0 = y_0,    z_t = (1 - s m_t) y_t + s m_t warp(z_t-1),
+
+with y the stylised frames, s the strength in [0, 1) and m_t the validity mask of
+`metrics.flow_warp`. The source's motion is the one the output should have, so steady regions
+stop flickering while moving ones follow the source. It smooths along the same flow that
+`metrics.warp_error` measures with, so it lowers that metric partly by construction: judge its
+output by eye and by PSNR too (`docs/results.md`, row "deflicker 0.5").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import PickStyleError
+from .metrics import _as_frames, align_videos, flow_warp, video_flow
+
+
+def deflicker(stylised, source, strength: float, method: str = "dis") -> np.ndarray:
+    """Stylised uint8 frames [T, H, W, 3] smoothed along the motion of the source frames [T, h, w,
+    3] (resized to H x W for the flow if they differ). `strength` in [0, 1): the weight of
+    the carried previous frame where the flow holds (0 returns the frames unchanged). `method`: the
+    optical flow ("dis" or "farneback", `metrics.optical_flow`). Returns uint8 [T, H, W, 3]."""
+    if not 0 <= strength < 1:
+        raise PickStyleError(f"deflicker strength {strength:g}: must be in [0, 1)")
+    sty, src = _as_frames(stylised, "stylised"), _as_frames(source, "source")
+    if len(sty) != len(src):
+        raise PickStyleError(f"deflicker: the stylised video has {len(sty)} frames, the source {len(src)}")
+    sty, src, _ = align_videos(sty, src, size=sty.shape[1:3])
+    if strength == 0 or len(sty) < 2:
+        return sty
+    fwd, bwd = video_flow(src, method=method), video_flow(src, True, method)
+    out = [sty[0].astype(np.float32)]
+    for t in range(1, len(sty)):
+        carried, valid = flow_warp(out[-1], bwd[t - 1], fwd[t - 1])  # frame t-1 brought to frame t
+        weight = (strength * valid)[..., None]
+        out.append((1 - weight) * sty[t] + weight * carried)
+    return np.clip(np.rint(np.stack(out)), 0, 255).astype(np.uint8)
