@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import PickStyleError
-from .metrics import _as_frames, align_videos, flow_warp, video_flow
+from .metrics import _as_frames, align_videos, flow_warp, optical_flow
 
 
 def deflicker(stylised, source, strength: float, method: str = "dis") -> np.ndarray:
@@ -33,10 +33,11 @@ def deflicker(stylised, source, strength: float, method: str = "dis") -> np.ndar
     sty, src, _ = align_videos(sty, src, size=sty.shape[1:3])
     if strength == 0 or len(sty) < 2:
         return sty
-    fwd, bwd = video_flow(src, method=method), video_flow(src, True, method)
-    out = [sty[0].astype(np.float32)]
-    for t in range(1, len(sty)):
-        carried, valid = flow_warp(out[-1], bwd[t - 1], fwd[t - 1])  # frame t-1 brought to frame t
+    out, carry = sty.copy(), sty[0].astype(np.float32)  # the carry stays in float: no rounding drift
+    for t in range(1, len(sty)):  # one pair's flows at a time: memory stays at a few frames
+        back, forth = optical_flow(src[t], src[t - 1], method), optical_flow(src[t - 1], src[t], method)
+        carried, valid = flow_warp(carry, back, forth)  # frame t-1 brought to frame t
         weight = (strength * valid)[..., None]
-        out.append((1 - weight) * sty[t] + weight * carried)
-    return np.clip(np.rint(np.stack(out)), 0, 255).astype(np.uint8)
+        carry = (1 - weight) * sty[t] + weight * carried
+        out[t] = np.clip(np.rint(carry), 0, 255)
+    return out
