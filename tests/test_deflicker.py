@@ -35,6 +35,7 @@ def test_still_scene_is_an_exponential_average_of_the_frames():
         expected.append(0.5 * frame + 0.5 * expected[-1])
     assert np.abs(out.astype(float) - np.rint(expected)).max() <= 1
     assert np.array_equal(deflicker(noisy, source, 0.0), noisy)  # strength 0: unchanged
+    assert np.array_equal(deflicker(noisy / 255.0, source, 0.5), out)  # float frames in [0, 1], as a pipeline returns them
 
 
 def test_moving_scene_flickers_less_and_comes_nearer_the_clean_video():

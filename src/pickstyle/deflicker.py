@@ -21,10 +21,11 @@ from .metrics import _as_frames, align_videos, flow_warp, optical_flow
 
 
 def deflicker(stylised, source, strength: float, method: str = "dis") -> np.ndarray:
-    """Stylised uint8 frames [T, H, W, 3] smoothed along the motion of the source frames [T, h, w,
-    3] (resized to H x W for the flow if they differ). `strength` in [0, 1): the weight of
-    the carried previous frame where the flow holds (0 returns the frames unchanged). `method`: the
-    optical flow ("dis" or "farneback", `metrics.optical_flow`). Returns uint8 [T, H, W, 3]."""
+    """Stylised frames [T, H, W, 3] (uint8, or float in [0, 1] as a pipeline returns them) smoothed
+    along the motion of the source frames [T, h, w, 3] (resized to H x W for the flow if they
+    differ). `strength` in [0, 1): the weight of the carried previous frame where the flow holds
+    (0 returns the frames unchanged, as uint8). `method`: the optical flow ("dis" or "farneback",
+    `metrics.optical_flow`). Returns uint8 [T, H, W, 3]."""
     if not 0 <= strength < 1:
         raise PickStyleError(f"deflicker strength {strength:g}: must be in [0, 1)")
     sty, src = _as_frames(stylised, "stylised"), _as_frames(source, "source")
