@@ -80,6 +80,15 @@ def test_tune_chooses_per_style_the_most_own_style_picks_then_the_warp_bar_then_
     assert choice["chosen"] == {"a": {"skip": 4}, "b": {"skip": 6}} and choice["default"] == {"skip": 8}
 
 
+def _refine_with(tmp_path, monkeypatch, grid, rate):
+    """tmp_path as toy/work with a tune.json of `grid` (rated on 4 clips), `rate(setting, styles)` as
+    `_rater`'s function and "weights-a" as the rating id, for `build.refine`."""
+    (tmp_path / "tune.json").write_text(json.dumps({"clips": 4, "steps": 20, "grid": grid, **build.choose_settings(grid, build.RATED_KEYS)}))
+    monkeypatch.setattr(build, "WORK", tmp_path)
+    monkeypatch.setattr(build, "_rater", lambda clips, steps, adapter: rate)
+    monkeypatch.setattr(build, "rating_id", lambda adapter: "weights-a")
+
+
 def test_refine_rates_each_styles_shortlist_on_more_clips_and_resumes(tmp_path, monkeypatch):
     styles = tuple(build.STYLES)
     settings = [{"skip": skip, "text_scale": wt, "context_scale": 1.0, "lead_in": 0} for skip in (0, 2) for wt in (1.0, 2.0, 3.0)]
@@ -87,20 +96,14 @@ def test_refine_rates_each_styles_shortlist_on_more_clips_and_resumes(tmp_path, 
     # on the tune's clips PSNR rises with w_t; on more clips skip 2 picks every style's own on all
     grid = [dict(s, psnr={st: s["text_scale"] for st in styles}, own=dict.fromkeys(styles, 0.75), warp_vs_truth=dict.fromkeys(styles, 2.0))
             for s in settings]  # fmt: skip
-    (tmp_path / "tune.json").write_text(json.dumps({"clips": 4, "steps": 20, "grid": grid, **build.choose_settings(grid, build.RATED_KEYS)}))
     calls = []
 
-    def fake_rater(clips, steps, adapter):
-        def rate(setting, rated_styles):
-            calls.append((rated_styles, setting["skip"], setting["text_scale"]))
-            own = 1.0 if setting["skip"] == 2 else 0.5
-            return dict(setting, psnr=dict.fromkeys(rated_styles, 10.0), own=dict.fromkeys(rated_styles, own), warp_vs_truth=dict.fromkeys(rated_styles, 2.0))
+    def rate(setting, rated_styles):
+        calls.append((rated_styles, setting["skip"], setting["text_scale"]))
+        own = 1.0 if setting["skip"] == 2 else 0.5
+        return dict(setting, psnr=dict.fromkeys(rated_styles, 10.0), own=dict.fromkeys(rated_styles, own), warp_vs_truth=dict.fromkeys(rated_styles, 2.0))
 
-        return rate
-
-    monkeypatch.setattr(build, "WORK", tmp_path)
-    monkeypatch.setattr(build, "_rater", fake_rater)
-    monkeypatch.setattr(build, "rating_id", lambda adapter: "weights-a")
+    _refine_with(tmp_path, monkeypatch, grid, rate)
     result = build.refine(clips=12, top=2, interval_top=0, null_top=0)
     # the shortlist: per style the two best rows on 4 clips (w_t 3 at skips 0 and 2), one style each
     assert sorted(calls) == sorted(((st,), skip, 3.0) for st in styles for skip in (0, 2))
@@ -128,22 +131,16 @@ def test_refine_then_rates_each_styles_best_guided_settings_on_part_of_the_steps
     settings = [{"skip": 0, "text_scale": wt, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0} for wt in (1.0, 2.0, 3.0)]
     grid = [dict(s, psnr={st: 20 - s["text_scale"] for st in styles}, own=dict.fromkeys(styles, 1.0), warp_vs_truth=dict.fromkeys(styles, 2.0))
             for s in settings]  # fmt: skip
-    (tmp_path / "tune.json").write_text(json.dumps({"clips": 4, "steps": 20, "grid": grid, **build.choose_settings(grid, build.RATED_KEYS)}))
     calls = []
 
-    def fake_rater(clips, steps, adapter):
-        def rate(setting, rated_styles):
-            calls.append((rated_styles, setting["text_scale"], setting["guidance_end"]))
-            # no guidance (w_t 1) has the best PSNR, a shorter interval costs 0.5 dB, but guided on the first half w_t 3 meets the warping bar
-            warp = 1.2 if (setting["text_scale"], setting["guidance_end"]) == (3.0, 0.5) else 2.0
-            psnr = 20 - setting["text_scale"] - (setting["guidance_end"] < 1) / 2
-            return dict(setting, psnr=dict.fromkeys(rated_styles, psnr), own=dict.fromkeys(rated_styles, 1.0), warp_vs_truth=dict.fromkeys(rated_styles, warp))
+    def rate(setting, rated_styles):
+        calls.append((rated_styles, setting["text_scale"], setting["guidance_end"]))
+        # no guidance (w_t 1) has the best PSNR, a shorter interval costs 0.5 dB, but guided on the first half w_t 3 meets the warping bar
+        warp = 1.2 if (setting["text_scale"], setting["guidance_end"]) == (3.0, 0.5) else 2.0
+        psnr = 20 - setting["text_scale"] - (setting["guidance_end"] < 1) / 2
+        return dict(setting, psnr=dict.fromkeys(rated_styles, psnr), own=dict.fromkeys(rated_styles, 1.0), warp_vs_truth=dict.fromkeys(rated_styles, warp))
 
-        return rate
-
-    monkeypatch.setattr(build, "WORK", tmp_path)
-    monkeypatch.setattr(build, "_rater", fake_rater)
-    monkeypatch.setattr(build, "rating_id", lambda adapter: "weights-a")
+    _refine_with(tmp_path, monkeypatch, grid, rate)
     result = build.refine(clips=12, top=3, interval_top=1, null_top=0)
     # the shortlist (3 per style), then the best guided one of it (w_t 2: PSNR 18 against 17) at each guidance end
     intervals = [((st,), 2.0, end) for st in styles for end in build.REFINE_GUIDANCE_ENDS]
@@ -171,23 +168,17 @@ def test_refine_last_rates_each_styles_best_text_guided_settings_with_the_style_
     confused = {st: styles[(n + 1) % len(styles)] for n, st in enumerate(styles)}
     settings = [{"skip": 0, "text_scale": wt, "context_scale": 1.0, "lead_in": 0} for wt in (1.0, 2.0, 3.0)]
     grid = [dict(s, psnr=dict.fromkeys(styles, 10.0), own=dict.fromkeys(styles, 1.0), warp_vs_truth=dict.fromkeys(styles, 2.0)) for s in settings]
-    (tmp_path / "tune.json").write_text(json.dumps({"clips": 4, "steps": 20, "grid": grid, **build.choose_settings(grid, build.RATED_KEYS)}))
     calls, with_confusion = [], [False]
 
-    def fake_rater(clips, steps, adapter):
-        def rate(setting, rated_styles):
-            (st,) = rated_styles
-            calls.append((st, setting["text_scale"], setting["negative_prompt"]))
-            # PSNR falls with w_t; the confused style's name as the null text gains 3 dB, another style's name 1 dB
-            psnr = 20 - setting["text_scale"] + {"": 0, f"{confused[st]} style.": 3}.get(setting["negative_prompt"], 1)
-            row = dict(setting, psnr={st: psnr}, own={st: 1.0}, warp_vs_truth={st: 2.0})
-            return dict(row, confused_with={st: confused[st]}) if with_confusion[0] else row  # rows rated before confused_with lack it
+    def rate(setting, rated_styles):
+        (st,) = rated_styles
+        calls.append((st, setting["text_scale"], setting["negative_prompt"]))
+        # PSNR falls with w_t; the confused style's name as the null text gains 3 dB, another style's name 1 dB
+        psnr = 20 - setting["text_scale"] + {"": 0, f"{confused[st]} style.": 3}.get(setting["negative_prompt"], 1)
+        row = dict(setting, psnr={st: psnr}, own={st: 1.0}, warp_vs_truth={st: 2.0})
+        return dict(row, confused_with={st: confused[st]}) if with_confusion[0] else row  # rows rated before confused_with lack it
 
-        return rate
-
-    monkeypatch.setattr(build, "WORK", tmp_path)
-    monkeypatch.setattr(build, "_rater", fake_rater)
-    monkeypatch.setattr(build, "rating_id", lambda adapter: "weights-a")
+    _refine_with(tmp_path, monkeypatch, grid, rate)
     build.refine(clips=12, top=3, interval_top=0, null_top=0)
     calls.clear()
     with_confusion[0] = True
