@@ -250,6 +250,19 @@ def test_guidance_end_guides_only_the_first_steps_of_the_schedule(tiny_component
     np.testing.assert_array_equal(run(skip_steps=0, guidance_end=1.0)[0], full)
 
 
+def test_given_initial_noise_is_used_and_must_count_the_lead_in(tiny_components):
+    pipe = PickStylePipeline(**tiny_components)
+    noise = _run(pipe, output_type="latent", skip_steps=0, num_inference_steps=1, guidance="none", generator=torch.Generator().manual_seed(4))
+    noise = torch.randn((1, *noise.shape), generator=torch.Generator().manual_seed(9))  # [1, 16, T', H', W'] without a lead-in
+    given = _run(pipe, latents=noise, guidance="cfg", generator=torch.Generator().manual_seed(3))
+    # plain CFG draws nothing else, so the generator no longer matters
+    np.testing.assert_array_equal(given, _run(pipe, latents=noise.clone(), guidance="cfg", generator=torch.Generator().manual_seed(8)))
+    assert np.abs(given - _run(pipe, guidance="cfg", generator=torch.Generator().manual_seed(3))).max() > 1e-3
+    with pytest.raises(PickStyleError, match=r"latents of shape .*lead-in included") as err:
+        _run(pipe, latents=noise, lead_in_frames=4)
+    assert "\n" not in str(err.value)
+
+
 def test_lead_in_generates_the_clip_after_its_mirrored_start_and_drops_that_start(tiny_components):
     pipe = PickStylePipeline(**tiny_components)
     video = moving_square_video()

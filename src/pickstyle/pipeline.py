@@ -311,6 +311,11 @@ class PickStylePipeline(WanVACEPipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         self.scheduler.set_begin_index(skip_steps)
         timesteps = self.scheduler.timesteps[skip_steps:]
+        if latents is not None and tuple(latents.shape) != tuple(source_latents.shape):
+            raise PickStyleError(
+                f"latents of shape {tuple(latents.shape)}: must be {tuple(source_latents.shape)} "
+                f"(the VAE latents of {num_frames} frames, lead-in included, at {height}x{width})"
+            )
         noise = self.prepare_latents(
             1, self.transformer.config.in_channels, height, width, num_frames, torch.float32, device, generator, latents
         )
