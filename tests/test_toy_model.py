@@ -90,6 +90,7 @@ def test_model_settings_errors_name_the_file_and_key(tmp_path):
         ('{"style_settings": {"sepia": {"lead_in": 2}}}', "style_settings\\['sepia'\\].lead_in = 2 is not a multiple of 4"),
         ('{"style_settings": {"sepia": {"guidance_end": 0}}}', "style_settings\\['sepia'\\].guidance_end = 0 is not a fraction"),
         ('{"style_settings": {"sepia": {"negative_prompt": 1}}}', "style_settings\\['sepia'\\].negative_prompt = 1 is not str"),
+        ('{"style_settings": {"sepia": {"steps": 0}}}', "style_settings\\['sepia'\\].steps = 0 is not a whole number of steps >= 1"),
     ]:
         path.write_text(text)
         with pytest.raises(PickStyleError, match=fragment) as err:
@@ -116,7 +117,7 @@ def test_flags_override_the_model_settings(tiny_model_dir, tmp_path, capsys):
 def test_a_models_per_style_settings_apply_to_prompts_in_that_style_unless_a_flag_says(tiny_model_dir, tmp_path, capsys):
     settings = {"steps": 4, "size": "32x32", "skip": 8, "text_scale": 3,
                 "style_settings": {"Night Vision": {"skip": 0, "text_scale": 7}, "sepia": {"skip": 12, "context_scale": 1.5},
-                                   "thermal": {"lead_in": 4}, "sketch": {"guidance_end": 0.5}, "blueprint": {"negative_prompt": "sepia style."}}}
+                                   "thermal": {"lead_in": 4, "steps": 8}, "sketch": {"guidance_end": 0.5}, "blueprint": {"negative_prompt": "sepia style."}}}
     (tiny_model_dir / SETTINGS_FILE).write_text(json.dumps(settings))
     try:
         for prompt, extra, expected in [
@@ -125,8 +126,8 @@ def test_a_models_per_style_settings_apply_to_prompts_in_that_style_unless_a_fla
             ("sketch style. a ring", [], "(skip 2), cs-cfg w_t=3 w_c=4 on the first 0.5 of the steps"),
             ("sketch style. a ring", ["--guidance-end", "1"], "(skip 2), cs-cfg w_t=3 w_c=4 +APG"),
             ("sepia style. a ring", ["--skip", "1", "--context-scale", "2"], "(skip 1), cs-cfg w_t=3 w_c=2"),
-            ("thermal style. a ring", [], "(skip 2, lead-in 4), cs-cfg w_t=3 w_c=4"),
-            ("thermal style. a ring", ["--lead-in", "0"], "(skip 2), cs-cfg w_t=3 w_c=4"),
+            ("thermal style. a ring", [], "(skip 3, lead-in 4), cs-cfg w_t=3 w_c=4"),  # its own 8 steps: skip 8 of 20 is 3 of 8
+            ("thermal style. a ring", ["--lead-in", "0", "--steps", "4"], "(skip 2), cs-cfg w_t=3 w_c=4"),
             ("sepia style. a ring", ["--style", "clay"], "(skip 0), cs-cfg w_t=3 w_c=4"),
             ("night vision style. a ring", ["--text-scale", "2"], "(skip 0), cs-cfg w_t=2 w_c=4"),
             ("blueprint style. a ring", [], "(skip 2), cs-cfg w_t=3 w_c=4 +APG, null text 'sepia style.', dpm++"),
@@ -136,7 +137,8 @@ def test_a_models_per_style_settings_apply_to_prompts_in_that_style_unless_a_fla
             argv = ["stylize", str(DEMO_CLIP), "-p", prompt, "-o", str(tmp_path / "a.mp4"), "--model", str(tiny_model_dir),
                     "--frames", "5", "--quiet", *extra]  # fmt: skip
             assert main(argv) == 0
-            assert f"4 steps {expected}" in capsys.readouterr().out, (prompt, extra)
+            steps = 8 if prompt.startswith("thermal") and "--steps" not in extra else 4
+            assert f"{steps} steps {expected}" in capsys.readouterr().out, (prompt, extra)
     finally:
         (tiny_model_dir / SETTINGS_FILE).unlink()
 
@@ -225,6 +227,17 @@ def test_a_styles_negative_prompt_is_its_null_text(tiny_model_dir):
 
     per_style = run({**model_wide, "style_settings": {"sepia": {"negative_prompt": "blueprint style."}}})
     assert per_style == run({**model_wide, "negative_prompt": "blueprint style."})
+    assert per_style["psnr"] != run(model_wide)["psnr"]
+
+
+def test_a_styles_steps_are_its_sampling_steps_in_the_benchmark(tiny_model_dir):
+    model_wide = {"steps": 4, "skip": 0, "text_scale": 3.0, "context_scale": 1.0}
+
+    def run(settings):
+        return _sepia_rows_at(tiny_model_dir, ("pickstyle",), settings)["pickstyle"]["sepia"]
+
+    per_style = run({**model_wide, "style_settings": {"sepia": {"steps": 2}}})
+    assert per_style == run({**model_wide, "steps": 2})
     assert per_style["psnr"] != run(model_wide)["psnr"]
 
 

@@ -33,7 +33,7 @@ DEFAULT_AREA = 480 * 832
 # with any of these keys (the CLI's flag names), used as defaults for that model. "adapter" is a
 # path relative to the folder, loaded unless --adapter or --no-adapter says otherwise; "skip", like
 # a style preset's, is given for 20 steps and scaled to the steps used; "style_settings" maps a style
-# name to its own skip and scales, for prompts that start with "<style> style.".
+# name to its own skip, scales and steps (STYLE_SETTING_KEYS), for prompts that start with "<style> style.".
 SETTINGS_FILE = "pickstyle.json"
 SETTING_TYPES = {
     "size": str, "frames": int, "steps": int, "skip": int, "text_scale": float, "context_scale": float,
@@ -41,7 +41,7 @@ SETTING_TYPES = {
     "styles": list, "description": str, "max_sequence_length": int, "style_settings": dict, "lead_in": int,
     "guidance_end": float,
 }  # fmt: skip
-STYLE_SETTING_KEYS = ("skip", "text_scale", "context_scale", "lead_in", "guidance_end", "negative_prompt")  # what "style_settings" may set per style
+STYLE_SETTING_KEYS = ("skip", "text_scale", "context_scale", "lead_in", "guidance_end", "negative_prompt", "steps")  # what "style_settings" may set per style
 
 
 class PickStylePipeline(WanVACEPipeline):
@@ -411,11 +411,13 @@ def load_pipeline(model: str, dtype=torch.bfloat16) -> PickStylePipeline:
 
 def _check_setting(path: Path, name: str, key: str, value) -> None:
     """Raise a one-line error (naming the setting `name`) unless `value` is of the type
-    SETTING_TYPES gives `key` (float: any number); a skip must be >= 0, a lead-in a multiple of 4 >= 0."""
+    SETTING_TYPES gives `key` (float: any number); steps must be >= 1, a skip >= 0, a lead-in a multiple of 4 >= 0."""
     kind = SETTING_TYPES[key]
     ok = isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
     if isinstance(value, bool) or not ok:
         raise PickStyleError(f"{path}: {name} = {value!r} is not {'a number' if kind is float else kind.__name__}")
+    if key == "steps" and value < 1:
+        raise PickStyleError(f"{path}: {name} = {value!r} is not a whole number of steps >= 1")
     if key == "skip" and value < 0:
         raise PickStyleError(f"{path}: {name} = {value!r} is not a whole number of steps >= 0")
     if key == "lead_in" and (value < 0 or value % 4):

@@ -114,7 +114,7 @@ def run_rows(rows, styles, clips, steps=None, seed=2025, progress=True, model=No
     from tqdm.auto import tqdm
 
     from .deflicker import deflicker
-    from .styles import scale_skip
+    from .styles import prompt_settings, scale_skip
     from .toy import STYLES, TOY_MODEL, load_toy_pipeline, style_prompt, toy_stylize, vae_round_trip
 
     model = model or TOY_MODEL
@@ -146,10 +146,10 @@ def run_rows(rows, styles, clips, steps=None, seed=2025, progress=True, model=No
                     _, pipe, settings = loaded
                     if not row.per_style:
                         settings = dict(settings, style_settings={})
-                    overrides = dict(row.overrides, num_inference_steps=steps or settings.get("steps", 20))
+                    prompt = style_prompt(style, description) if row.describe else f"{style} style."
+                    overrides = dict(row.overrides, num_inference_steps=steps or prompt_settings(settings, prompt).get("steps", 20))
                     if row.skip is not None:
                         overrides["skip_steps"] = scale_skip(row.skip, overrides["num_inference_steps"])
-                    prompt = style_prompt(style, description) if row.describe else f"{style} style."
                     output = toy_stylize(pipe, settings, frames, prompt, seed, **overrides)
                     if row.deflicker:
                         output = deflicker(output, frames, row.deflicker)
