@@ -833,11 +833,11 @@ TOY_SETTINGS = {  # `pickstyle stylize` defaults for the toy model (src/pickstyl
     "styles": list(STYLES), "size": f"{SIZE}x{SIZE}", "frames": FRAMES, "fps": 8.0, "steps": 20,
     "skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4,  # tune.json's "default"
     "style_settings": {  # tune.json's "chosen" (refine's; blueprint's, and sketch's but for its null text, from work/probes.json)
-        "sketch": {"skip": 0, "text_scale": 5.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35, "negative_prompt": "sepia style."},
-        "sepia": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4, "guidance_end": 1.0, "negative_prompt": ""},
-        "blueprint": {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.85, "negative_prompt": "sepia style."},
-        "thermal": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35, "negative_prompt": "sepia style."},
-        "night vision": {"skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0, "negative_prompt": ""},
+        "sketch": {"skip": 0, "text_scale": 5.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35, "negative_prompt": "sepia style.", "steps": 20},
+        "sepia": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4, "guidance_end": 1.0, "negative_prompt": "", "steps": 4},
+        "blueprint": {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.85, "negative_prompt": "sepia style.", "steps": 8},
+        "thermal": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35, "negative_prompt": "sepia style.", "steps": 20},
+        "night vision": {"skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0, "negative_prompt": "", "steps": 20},
     },
     "scheduler": "euler", "shift": 3.0, "negative_prompt": "",
     "max_sequence_length": 32, "adapter": "adapter",
