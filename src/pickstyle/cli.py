@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-adapter", action="store_true", help="run the base model without any style adapter")
     s.add_argument("--adapter-scale", type=_finite_float, default=1.0, help="strength of the adapter")
     s.add_argument("--style", help="preset (see `pickstyle styles`): adds '<Style> style. ' to the prompt, sets --skip")
-    s.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (default: the model's, else 20)")
+    s.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (default: the model's, or its setting for the prompt's style, else 20)")
     s.add_argument("--skip", type=_non_negative_int, default=None, help="start at this step from the noised source (default: 4 of 20 steps, or the style's; scaled to --steps)")
     s.add_argument("--lead-in", type=_non_negative_int, default=None, help="generate this many frames (a multiple of 4) mirrored before the clip and drop them, so no output frame comes from the VAE's first latent frame (default: the model's, else 0)")
     s.add_argument("--guidance-end", type=_non_negative_float, default=None, help="guide only this first fraction of the steps, in (0, 1]; the rest take one pass (default: the model's, else 1)")
