@@ -207,6 +207,27 @@ def _sepia_rows_at(model_dir, names, settings: dict) -> dict:
         (model_dir / SETTINGS_FILE).unlink()
 
 
+def test_the_deflicker_row_scores_the_pickstyle_rows_output_deflickered_without_stylising_it_again(tiny_model_dir, monkeypatch):
+    import pickstyle.toy
+    from pickstyle.deflicker import deflicker
+
+    calls = []
+    monkeypatch.setattr(pickstyle.toy, "toy_stylize", lambda *args, **kw: calls.append(1) or toy_stylize(*args, **kw))
+    settings = {"steps": 4, "skip": 0, "text_scale": 3.0, "context_scale": 1.0}
+    rows = _sepia_rows_at(tiny_model_dir, ("pickstyle", "deflicker 0.5"), settings)
+    assert len(calls) == 1  # one clip, one style: the deflicker row reuses the pickstyle row's output
+    ((frames, description),) = benchmark_clips(1, frames=5, size=32)
+    (tiny_model_dir / SETTINGS_FILE).write_text(json.dumps(settings))
+    try:
+        pipe, model_wide = load_toy_pipeline(tiny_model_dir)
+    finally:
+        (tiny_model_dir / SETTINGS_FILE).unlink()
+    output = toy_stylize(pipe, model_wide, frames, style_prompt("sepia", description), 2025, num_inference_steps=4)
+    truths = {name: np.stack([fn(f) for f in frames]) for name, fn in STYLES.items()}
+    assert rows["pickstyle"]["sepia"] == pytest.approx(score(output, frames, truths, "sepia"), nan_ok=True)
+    assert rows["deflicker 0.5"]["sepia"] == pytest.approx(score(deflicker(output, frames, 0.5), frames, truths, "sepia"), nan_ok=True)
+
+
 def test_the_one_setting_row_uses_the_model_wide_settings_instead_of_the_styles(tiny_model_dir):
     model_wide = {"steps": 4, "skip": 0, "text_scale": 3.0, "context_scale": 2.0}
 
