@@ -355,13 +355,17 @@ def test_export_in_a_fresh_clone_keeps_the_bundled_adapters_and_the_same_base(tm
 
 @pytest.mark.parametrize(
     "argv, expected",
-    [(["decoder", "--minutes", "3"], (3.0, 2e-4, 1.0)), (["decoder", "--minutes", "3", "--lr", "5e-5", "--temporal-weight", "4"], (3.0, 5e-5, 4.0))],
+    [
+        (["decoder", "--minutes", "3"], (3.0, 2e-4, 1.0, 1, False)),
+        (["decoder", "--minutes", "3", "--lr", "5e-5", "--temporal-weight", "4"], (3.0, 5e-5, 4.0, 1, False)),
+        (["decoder", "--minutes", "9", "--widen", "2", "--decay"], (9.0, 2e-4, 1.0, 2, True)),
+    ],
 )
-def test_decoder_stage_passes_its_learning_rate_and_temporal_weight(monkeypatch, argv, expected):
+def test_decoder_stage_passes_its_learning_rate_temporal_weight_and_widening(monkeypatch, argv, expected):
     import inspect
 
     calls, default_lr = [], inspect.signature(build.tune_decoder).parameters["lr"].default
-    monkeypatch.setattr(build, "tune_decoder", lambda minutes, temporal_weight, lr=default_lr: calls.append((minutes, lr, temporal_weight)))
+    monkeypatch.setattr(build, "tune_decoder", lambda minutes, temporal_weight, widen, decay, lr=default_lr: calls.append((minutes, lr, temporal_weight, widen, decay)))
     monkeypatch.setattr(sys, "argv", ["build.py", *argv])
     build.main()
     assert calls == [expected]
@@ -388,3 +392,24 @@ def test_fp16_adapter_copies_as_half_and_leaves_an_identical_target_untouched(tm
     build._fp16_adapter(source, target)
     with safe_open(str(target), "pt") as f:
         assert torch.equal(f.get_tensor(key), (weight * 2).half())
+
+
+def test_widened_decoder_computes_the_same_round_trip_and_keeps_the_encoder():
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=4, z_dim=4, dim_mult=[1, 2], num_res_blocks=1, temperal_downsample=[False], attn_scales=[]).eval()
+    for p in vae.decoder.parameters():  # trained-looking weights: norms' gains and biases away from their init
+        p.data.add_(0.1 * torch.randn_like(p))
+    x = torch.rand(1, 3, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        z = vae.encode(x).latent_dist.mode()
+        wide = build.widen_decoder(vae, 2, noise=0.0).eval()
+        assert wide.config.decoder_base_dim == 8 and wide.config.base_dim == 4
+        assert sum(p.numel() for p in wide.decoder.parameters()) > 3 * sum(p.numel() for p in vae.decoder.parameters())
+        assert torch.equal(wide.encode(x).latent_dist.mode(), z)
+        torch.testing.assert_close(wide.decode(z).sample, vae.decode(z).sample, atol=1e-5, rtol=0)
+        jittered = build.widen_decoder(vae, 2, noise=1e-3).eval()
+        conv = jittered.decoder.conv_in.weight
+        assert not torch.equal(conv[0::2], conv[1::2])  # the repeats differ, so training can tell them apart
+        assert (jittered.decode(z).sample - vae.decode(z).sample).abs().max() < 0.05

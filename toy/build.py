@@ -182,15 +182,59 @@ def vae_ceiling(clips: int = 12, vae=None, folder: Path = WORK / "vae") -> dict:
     return result
 
 
-def tune_decoder(minutes: float, lr: float = 2e-4, batch_size: int = 4, temporal_weight: float = 1.0) -> None:
+@torch.no_grad()
+def widen_decoder(vae, factor: int, seed: int = 0, noise: float = 1e-3):
+    """A copy of the Wan VAE `vae` whose decoder has `factor` times the channels in every layer
+    (`decoder_base_dim`), computing nearly the same function: each channel is repeated `factor`
+    times (an RMS norm over channels keeps its output: the repeats scale the norm and its sqrt(dim)
+    alike), each weight reading a widened input splits the old weight among the repeats at random
+    proportions that sum to one, and the attention's queries are scaled by 1/sqrt(factor) against
+    its larger 1/sqrt(dim). `noise` x each weight's standard deviation, added from a generator
+    seeded `seed`, makes the repeats differ so that training can tell them apart. The encoder is
+    shared unchanged, so the latent space stays."""
+    from diffusers import AutoencoderKLWan
+
+    config = {k: v for k, v in vae.config.items() if not k.startswith("_")}
+    width = config.get("decoder_base_dim") or config["base_dim"]
+    wide = AutoencoderKLWan(**{**config, "decoder_base_dim": width * factor})
+    wide.load_state_dict({k: v for k, v in vae.state_dict().items() if not k.startswith("decoder.")}, strict=False)
+    generator = torch.Generator().manual_seed(seed)
+    old = dict(vae.decoder.named_parameters())
+    for name, param in wide.decoder.named_parameters():
+        weight = old[name]
+        if name.endswith("to_qkv.weight") or name.endswith("to_qkv.bias"):  # [q; k; v] stacked on dim 0
+            weight = weight.unflatten(0, (3, -1)).repeat_interleave(factor, 1).flatten(0, 1)
+            weight[: param.shape[0] // 3] /= factor**0.5
+        elif param.shape[0] == factor * weight.shape[0]:
+            weight = weight.repeat_interleave(factor, 0)
+        if weight.dim() > 1 and param.shape[1] == factor * weight.shape[1]:  # split among the repeats of an input
+            share = torch.rand(weight.shape[0], weight.shape[1], factor, generator=generator) + 0.5
+            share = (share / share.sum(-1, keepdim=True)).flatten(1)
+            weight = weight.repeat_interleave(factor, 1) * share.view(*share.shape, *[1] * (weight.dim() - 2))
+        if weight.shape != param.shape:
+            raise ValueError(f"widen_decoder: cannot widen {name} from {tuple(old[name].shape)} to {tuple(param.shape)}")
+        jitter = torch.randn(weight.shape, generator=generator) * noise * weight.float().std() if weight.numel() > 1 else 0
+        param.copy_(weight + jitter)
+    return wide
+
+
+def tune_decoder(minutes: float, lr: float = 2e-4, batch_size: int = 4, temporal_weight: float = 1.0,
+                 widen: int = 1, decay: bool = False) -> None:  # fmt: skip
     """Fine-tune the decoder of the base's VAE (toy/work/base/model/vae) for `minutes`, with a
     temporal term: L1 + MSE of the round trip, plus `temporal_weight` x the L1 of its frame-to-frame
     changes against the clip's (a round trip whose errors stay put between frames does not
     flicker). The encoder stays frozen, so the latent space, and the base's cache, the base and
-    the adapters trained in it, stay valid. State and log in toy/work/decoder."""
+    the adapters trained in it, stay valid. `widen` > 1 first widens the decoder that many times
+    (`widen_decoder`; its AdamW moments start afresh); `decay`: the learning rate falls linearly to
+    0 over `minutes`. State and log in toy/work/decoder."""
     folder = WORK / "decoder"
     folder.mkdir(parents=True, exist_ok=True)
     pipe = _base_pipeline()
+    if widen > 1:
+        pipe.register_modules(vae=widen_decoder(pipe.vae, widen))
+        (folder / "optimizer.pt").unlink(missing_ok=True)
+        with (folder / "train.log").open("a") as log:
+            log.write(f"widened the decoder {widen} times: decoder_base_dim {pipe.vae.config.decoder_base_dim}\n")
     vae = pipe.vae.requires_grad_(False)
     params = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
     for p in params:
@@ -205,7 +249,7 @@ def tune_decoder(minutes: float, lr: float = 2e-4, batch_size: int = 4, temporal
         temporal = (out.diff(dim=2) - x.diff(dim=2)).abs().mean()
         return _reconstruction_loss(out, x) + temporal_weight * temporal, f" temporal {temporal.item():.4f}"
 
-    _train_loop(folder, params, lambda f: pipe.save_pretrained(WORK / "base" / "model"), step_loss, minutes, lr, 0.0, 50)
+    _train_loop(folder, params, lambda f: pipe.save_pretrained(WORK / "base" / "model"), step_loss, minutes, lr, 0.0, 50, decay=decay)
     print(json.dumps(vae_ceiling(4, vae, folder)))
 
 
@@ -907,7 +951,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="adapter: optimiser steps (default: toy/adapter.yaml's)")
     parser.add_argument("--minutes", type=float, default=60.0, help="wall time to train this call")
     parser.add_argument("--cooldown", type=int, default=0, help="base: end with the learning rate falling linearly to 0 over this many steps")
-    parser.add_argument("--decay", action="store_true", help="base: the learning rate falls linearly to 0 over this call's --minutes")
+    parser.add_argument("--decay", action="store_true", help="base, decoder: the learning rate falls linearly to 0 over this call's --minutes")
+    parser.add_argument("--widen", type=int, default=1, help="decoder: first widen it this many times (function kept; run once)")
     parser.add_argument("--device", default="cpu", help="base, adapter: where to train (cpu, cuda)")
     parser.add_argument("--batch", type=int, default=8, help="base: clips per step")
     parser.add_argument("--lr", type=float, help="base: peak learning rate (default 4e-4); decoder: learning rate (default 2e-4)")
@@ -949,7 +994,7 @@ def main() -> None:
                    decay=args.decay, workers=args.workers, **lr)  # fmt: skip
         return
     if args.stage == "decoder":
-        tune_decoder(args.minutes, temporal_weight=args.temporal_weight, **lr)
+        tune_decoder(args.minutes, temporal_weight=args.temporal_weight, widen=args.widen, decay=args.decay, **lr)
         return
     if args.stage == "vae":
         train_vae(args.minutes)
