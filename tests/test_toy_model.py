@@ -180,6 +180,21 @@ def test_score_and_criteria_on_constructed_videos():
                       "warping error <= 1.5x the ground truth's": False}  # fmt: skip
 
 
+def test_vae_round_trip_after_a_lead_in_is_the_tail_of_the_mirrored_clip(tiny_components):
+    from pickstyle.pipeline import PickStylePipeline
+    from pickstyle.toy import vae_round_trip
+
+    from .conftest import moving_square_video
+
+    pipe = PickStylePipeline(**tiny_components)
+    video = moving_square_video()
+    plain, led = vae_round_trip(pipe, video), vae_round_trip(pipe, video, lead_in=4)
+    mirrored = vae_round_trip(pipe, np.concatenate([video[[4, 3, 2, 1]], video]))
+    assert plain.shape == led.shape == video.shape
+    np.testing.assert_array_equal(led, mirrored[4:])
+    assert not np.array_equal(led, plain)  # the causal VAE sees the frames before
+
+
 def test_quality_benchmark_runs_on_one_clip_and_one_style(tmp_path, capsys):
     args = SimpleNamespace(clips=1, styles=["night vision"], rows=["pickstyle", "truth through the vae"], steps=4,
                            seed=0, out=str(tmp_path / "bench"), quiet=True)  # fmt: skip

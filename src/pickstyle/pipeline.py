@@ -20,7 +20,7 @@ from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
 
 from .errors import PickStyleError
 from .guidance import GUIDANCE_MODES, NULL_CONTEXTS, APGState, cs_cfg, cs_cfg_apg, permute_context
-from .video import auto_num_frames, fit_size, frame_size, sample_frame_indices, to_video_tensor
+from .video import auto_num_frames, fit_size, frame_size, lead_in_indices, sample_frame_indices, to_video_tensor
 
 # Wan2.1's standard negative prompt (its `sample_neg_prompt`): the null text of CS-CFG.
 WAN_NEGATIVE_PROMPT = (
@@ -278,7 +278,7 @@ class PickStylePipeline(WanVACEPipeline):
             raise PickStyleError(f"lead_in_frames {lead_in_frames}: must be less than num_frames ({num_frames})")
         source = to_video_tensor(video, height, width).to(device)
         if lead_in_frames:
-            source = torch.cat([source[:, :, 1 : lead_in_frames + 1].flip(2), source], dim=2)
+            source = torch.cat([source[:, :, lead_in_indices(lead_in_frames)], source], dim=2)
             num_frames += lead_in_frames
 
         # 2. Text: the prompt and the null text. A pass is run only if its guidance term has a weight:

@@ -44,7 +44,7 @@ class Row:
 ROWS = [
     Row("source unchanged", "floor: the source video itself", adapter=None),
     Row("ground truth", "ceiling: style(frame), exact", adapter=None),
-    Row("truth through the vae", "ceiling of any model in this latent space: style(frame) encoded and decoded", adapter=None),
+    Row("truth through the vae", "ceiling of any model in this latent space: style(frame) encoded and decoded (after the style's lead-in)", adapter=None),
     Row("pickstyle", "CS-CFG, permuted null context, the model's defaults"),
     Row("zero null context", "CS-CFG with the context of a black video as the null", overrides={"null_context": "zero"}),
     Row("plain cfg", "text guidance only (context in both branches)", overrides={"guidance": "cfg"}),
@@ -142,7 +142,8 @@ def run_rows(rows, styles, clips, steps=None, seed=2025, progress=True, model=No
                 elif row.name == "ground truth":
                     output = truth[style]
                 elif row.name == "truth through the vae":
-                    output = vae_round_trip(loaded[1], truth[style])
+                    lead_in = prompt_settings(loaded[2], style_prompt(style, description)).get("lead_in", 0)
+                    output = vae_round_trip(loaded[1], truth[style], lead_in)  # on the footing of the pickstyle row
                 else:
                     key = (adapter, repr(row.overrides), row.describe, row.skip, row.per_style, style, clip)
                     if key not in stylised:

@@ -208,15 +208,20 @@ def load_toy_pipeline(model=TOY_MODEL, adapter: str | None = "default"):
     return pipe, settings
 
 
-def vae_round_trip(pipe, frames: np.ndarray) -> np.ndarray:
+def vae_round_trip(pipe, frames: np.ndarray, lead_in: int = 0) -> np.ndarray:
     """uint8 frames [T, H, W, 3] encoded and decoded by the pipeline's VAE (latent mode): the best
-    any model that generates in this latent space can do. Returns uint8 [T, H, W, 3]."""
+    any model that generates in this latent space can do. `lead_in`: after that many frames played
+    before them, as the pipeline's lead-in does (`lead_in_indices`), which are then dropped: the
+    same for a model run with that lead-in. Returns uint8 [T, H, W, 3]."""
     import torch
 
+    from .video import lead_in_indices
+
+    frames = np.concatenate([frames[lead_in_indices(lead_in)], frames])
     video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].to(pipe.vae.dtype) / 127.5 - 1
     with torch.no_grad():
         out = pipe.decode_latents(pipe.encode_latents(video))[0]
-    return _to_uint8(out * 255)
+    return _to_uint8(out * 255)[lead_in:]
 
 
 def toy_stylize(pipe, settings: dict, frames: np.ndarray, prompt: str, seed: int = 2025, **overrides) -> np.ndarray:

@@ -67,6 +67,12 @@ def sample_frame_indices(num_available: int, num_frames: int) -> list[int]:
     return [int(i) for i in np.round(np.linspace(0, num_available - 1, num_frames))]
 
 
+def lead_in_indices(lead_in: int) -> list[int]:
+    """The source frames a lead-in of `lead_in` frames plays before frame 0: L, L-1, ..., 1 (the
+    clip's start mirrored, so that motion runs smoothly into frame 0)."""
+    return list(range(lead_in, 0, -1))
+
+
 def fit_size(height: int, width: int, area: int = 480 * 832, multiple: int = 16) -> tuple[int, int]:
     """Aspect-preserving (h, w) in pixels of about `area` pixels, each a multiple of `multiple`
     (at least `multiple`). E.g. (1080, 1920) -> (480, 848)."""
