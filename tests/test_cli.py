@@ -167,6 +167,7 @@ def _bad_cases(tmp_path, model, source):
         "lead-in not a multiple of 4": ([str(source), "--lead-in", "6"], "--lead-in 6"),
         "guidance end over 1": ([str(source), "--guidance-end", "1.5"], "--guidance-end 1.5"),
         "deflicker of 1": ([str(source), "--deflicker", "1"], "--deflicker 1"),
+        "no samples": ([str(source), "--samples", "0"], "--samples"),
         "unwritable output": ([str(source), "-o", str(blocker / "out.mp4")], "a_file"),
         "output format": ([str(source), "-o", str(tmp_path / "out.avi")], "out.avi"),
     }

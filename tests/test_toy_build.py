@@ -104,25 +104,25 @@ def test_refine_rates_each_styles_shortlist_on_more_clips_and_resumes(tmp_path, 
         return dict(setting, psnr=dict.fromkeys(rated_styles, 10.0), own=dict.fromkeys(rated_styles, own), warp_vs_truth=dict.fromkeys(rated_styles, 2.0))
 
     _refine_with(tmp_path, monkeypatch, grid, rate)
-    result = build.refine(clips=12, top=2, interval_top=0, null_top=0, steps_top=0)
+    result = build.refine(clips=12, top=2, interval_top=0, null_top=0, steps_top=0, samples_top=0)
     # the shortlist: per style the two best rows on 4 clips (w_t 3 at skips 0 and 2), one style each
     assert sorted(calls) == sorted(((st,), skip, 3.0) for st in styles for skip in (0, 2))
     assert all(len(row["psnr"]) == 1 for row in result["refine"]["rows"]) and len(result["refine"]["rows"]) == 2 * len(styles)
-    assert result["chosen"] == dict.fromkeys(styles, {"skip": 2, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0, "negative_prompt": "", "steps": 20})
+    assert result["chosen"] == dict.fromkeys(styles, {"skip": 2, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0, "negative_prompt": "", "steps": 20, "samples": 1})
     assert result["default"] == build.choose_settings(grid, build.RATED_KEYS)["default"]  # from the full grid
     assert json.loads((tmp_path / "tune.json").read_text()) == result
     calls.clear()
-    assert build.refine(clips=12, top=2, interval_top=0, null_top=0, steps_top=0) == result and calls == []  # resumed: nothing rated again
-    assert build.refine(clips=12, top=1, interval_top=0, null_top=0, steps_top=0)["chosen"] == result["chosen"] and calls == []  # skip 2 is off the shortlist now, kept
-    build.refine(clips=16, top=2, interval_top=0, null_top=0, steps_top=0)
+    assert build.refine(clips=12, top=2, interval_top=0, null_top=0, steps_top=0, samples_top=0) == result and calls == []  # resumed: nothing rated again
+    assert build.refine(clips=12, top=1, interval_top=0, null_top=0, steps_top=0, samples_top=0)["chosen"] == result["chosen"] and calls == []  # skip 2 is off the shortlist now, kept
+    build.refine(clips=16, top=2, interval_top=0, null_top=0, steps_top=0, samples_top=0)
     assert len(calls) == 2 * len(styles)  # more clips: rated afresh
     calls.clear()
     monkeypatch.setattr(build, "rating_id", lambda adapter: "weights-b")
-    assert build.refine(clips=16, top=2, interval_top=0, null_top=0, steps_top=0)["refine"]["weights"] == "weights-b"
+    assert build.refine(clips=16, top=2, interval_top=0, null_top=0, steps_top=0, samples_top=0)["refine"]["weights"] == "weights-b"
     assert len(calls) == 2 * len(styles)  # other weights: rated afresh
     calls.clear()
     monkeypatch.setitem(build.TOY_SETTINGS, "shift", 12.0)
-    assert build.refine(clips=16, top=2, interval_top=0, null_top=0, steps_top=0)["refine"]["sampler"] == "euler shift 12"
+    assert build.refine(clips=16, top=2, interval_top=0, null_top=0, steps_top=0, samples_top=0)["refine"]["sampler"] == "euler shift 12"
     assert len(calls) == 2 * len(styles)  # another sampler: rated afresh
 
 
@@ -141,26 +141,26 @@ def test_refine_then_rates_each_styles_best_guided_settings_on_part_of_the_steps
         return dict(setting, psnr=dict.fromkeys(rated_styles, psnr), own=dict.fromkeys(rated_styles, 1.0), warp_vs_truth=dict.fromkeys(rated_styles, warp))
 
     _refine_with(tmp_path, monkeypatch, grid, rate)
-    result = build.refine(clips=12, top=3, interval_top=1, null_top=0, steps_top=0)
+    result = build.refine(clips=12, top=3, interval_top=1, null_top=0, steps_top=0, samples_top=0)
     # the shortlist (3 per style), then the best guided one of it (w_t 2: PSNR 18 against 17) at each guidance end
     intervals = [((st,), 2.0, end) for st in styles for end in build.REFINE_GUIDANCE_ENDS]
     assert calls == [((st,), wt, 1.0) for st in styles for wt in (1.0, 2.0, 3.0)] + intervals
-    assert result["chosen"] == dict.fromkeys(styles, {"skip": 0, "text_scale": 1.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0, "negative_prompt": "", "steps": 20})
+    assert result["chosen"] == dict.fromkeys(styles, {"skip": 0, "text_scale": 1.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0, "negative_prompt": "", "steps": 20, "samples": 1})
     calls.clear()
-    result = build.refine(clips=12, top=3, interval_top=2, null_top=0, steps_top=0)  # and w_t 3, which guided on the first half meets the bar
+    result = build.refine(clips=12, top=3, interval_top=2, null_top=0, steps_top=0, samples_top=0)  # and w_t 3, which guided on the first half meets the bar
     assert calls == [((st,), 3.0, end) for st in styles for end in build.REFINE_GUIDANCE_ENDS]
-    assert result["chosen"] == dict.fromkeys(styles, {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 0.5, "negative_prompt": "", "steps": 20})
+    assert result["chosen"] == dict.fromkeys(styles, {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 0.5, "negative_prompt": "", "steps": 20, "samples": 1})
     calls.clear()
-    assert build.refine(clips=12, top=3, interval_top=2, null_top=0, steps_top=0) == result and calls == []  # resumed: nothing rated again
-    assert build.refine(clips=12, top=3, interval_top=0, null_top=0, steps_top=0)["chosen"] == result["chosen"] and calls == []  # off the list now, kept
+    assert build.refine(clips=12, top=3, interval_top=2, null_top=0, steps_top=0, samples_top=0) == result and calls == []  # resumed: nothing rated again
+    assert build.refine(clips=12, top=3, interval_top=0, null_top=0, steps_top=0, samples_top=0)["chosen"] == result["chosen"] and calls == []  # off the list now, kept
     # a setting tried by hand (work/probes.json) on the same clips, weights and sampler is a candidate too
     probe = {"skip": 0, "text_scale": 5.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35, "negative_prompt": "sepia style."}
     probes = {"clips": 12, "steps": 20, "weights": "weights-a", "sampler": build.rating_sampler(),
               "rows": [dict(probe, psnr={styles[0]: 30.0}, own={styles[0]: 1.0}, warp_vs_truth={styles[0]: 1.0})]}  # fmt: skip
     (tmp_path / "probes.json").write_text(json.dumps(dict(probes, weights="weights-b")))
-    assert build.refine(clips=12, top=3, interval_top=2, null_top=0, steps_top=0)["chosen"] == result["chosen"]  # other weights: not a candidate
+    assert build.refine(clips=12, top=3, interval_top=2, null_top=0, steps_top=0, samples_top=0)["chosen"] == result["chosen"]  # other weights: not a candidate
     (tmp_path / "probes.json").write_text(json.dumps(probes))
-    assert build.refine(clips=12, top=3, interval_top=2, null_top=0, steps_top=0)["chosen"] == dict(result["chosen"], **{styles[0]: dict(probe, steps=20)}) and calls == []
+    assert build.refine(clips=12, top=3, interval_top=2, null_top=0, steps_top=0, samples_top=0)["chosen"] == dict(result["chosen"], **{styles[0]: dict(probe, steps=20, samples=1)}) and calls == []
 
 
 def test_refine_last_rates_each_styles_best_text_guided_settings_with_the_style_it_is_confused_with_as_the_null_text(tmp_path, monkeypatch):
@@ -179,18 +179,18 @@ def test_refine_last_rates_each_styles_best_text_guided_settings_with_the_style_
         return dict(row, confused_with={st: confused[st]}) if with_confusion[0] else row  # rows rated before confused_with lack it
 
     _refine_with(tmp_path, monkeypatch, grid, rate)
-    build.refine(clips=12, top=3, interval_top=0, null_top=0, steps_top=0)
+    build.refine(clips=12, top=3, interval_top=0, null_top=0, steps_top=0, samples_top=0)
     calls.clear()
     with_confusion[0] = True
-    result = build.refine(clips=12, top=3, interval_top=0, null_top=1, steps_top=0)
+    result = build.refine(clips=12, top=3, interval_top=0, null_top=1, steps_top=0, samples_top=0)
     # the best setting guided by text (w_t 2) is rated again for the style it is confused with, then with it as the null text
     assert calls == [call for st in styles for call in ((st, 2.0, ""), (st, 2.0, f"{confused[st]} style."))]
     assert result["chosen"] == {st: {"skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0,
-                                     "negative_prompt": f"{confused[st]} style.", "steps": 20} for st in styles}  # fmt: skip
+                                     "negative_prompt": f"{confused[st]} style.", "steps": 20, "samples": 1} for st in styles}  # fmt: skip
     assert result["refine"]["null_top"] == 1
     calls.clear()
-    assert build.refine(clips=12, top=3, interval_top=0, null_top=1, steps_top=0) == result and calls == []  # resumed: nothing rated again
-    build.refine(clips=12, top=3, interval_top=0, null_top=2, steps_top=0)  # the next one (w_t 3) too; a row with a null text is not a base for another
+    assert build.refine(clips=12, top=3, interval_top=0, null_top=1, steps_top=0, samples_top=0) == result and calls == []  # resumed: nothing rated again
+    build.refine(clips=12, top=3, interval_top=0, null_top=2, steps_top=0, samples_top=0)  # the next one (w_t 3) too; a row with a null text is not a base for another
     assert calls == [(st, 3.0, f"{confused[st]} style.") for st in styles]
 
 
@@ -209,16 +209,41 @@ def test_refine_last_rates_each_styles_best_settings_at_fewer_steps(tmp_path, mo
         return dict(setting, psnr={st: psnr}, own={st: 1.0}, warp_vs_truth={st: 1.2 if setting["steps"] == 4 else 2.0})
 
     _refine_with(tmp_path, monkeypatch, grid, rate)
-    result = build.refine(clips=12, top=2, interval_top=0, null_top=0, steps_top=1)
+    result = build.refine(clips=12, top=2, interval_top=0, null_top=0, steps_top=1, samples_top=0)
     # the shortlist, then the best of it (w_t 2) at each of REFINE_STEPS
     assert calls == [(st, wt, 20) for st in styles for wt in (2.0, 1.0)] + [(st, 2.0, n) for st in styles for n in build.REFINE_STEPS]
     assert 4 in build.REFINE_STEPS and result["refine"]["steps_top"] == 1
     assert result["chosen"] == dict.fromkeys(styles, {"skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0,
-                                                      "negative_prompt": "", "steps": 4})  # fmt: skip
+                                                      "negative_prompt": "", "steps": 4, "samples": 1})  # fmt: skip
     calls.clear()
-    assert build.refine(clips=12, top=2, interval_top=0, null_top=0, steps_top=1) == result and calls == []  # resumed: nothing rated again
-    build.refine(clips=12, top=2, interval_top=0, null_top=0, steps_top=2)  # the next at 20 steps (w_t 1); a row at fewer steps is not a base
+    assert build.refine(clips=12, top=2, interval_top=0, null_top=0, steps_top=1, samples_top=0) == result and calls == []  # resumed: nothing rated again
+    build.refine(clips=12, top=2, interval_top=0, null_top=0, steps_top=2, samples_top=0)  # the next at 20 steps (w_t 1); a row at fewer steps is not a base
     assert calls == [(st, 1.0, n) for st in styles for n in build.REFINE_STEPS]
+
+
+def test_refine_last_rates_each_styles_best_setting_as_the_mean_of_more_samples(tmp_path, monkeypatch):
+    styles = tuple(build.STYLES)
+    settings = [{"skip": 0, "text_scale": wt, "context_scale": 1.0, "lead_in": 0} for wt in (1.0, 2.0)]  # rows older than samples: 1
+    grid = [dict(s, psnr=dict.fromkeys(styles, 10 + s["text_scale"]), own=dict.fromkeys(styles, 1.0), warp_vs_truth=dict.fromkeys(styles, 2.0))
+            for s in settings]  # fmt: skip
+    calls = []
+
+    def rate(setting, rated_styles):
+        (st,) = rated_styles
+        calls.append((st, setting["text_scale"], setting["samples"]))
+        # the first style gains from 4 samples (the warping error meets the bar), the others lose 0.3 dB per doubling
+        meets = st == styles[0] and setting["samples"] == 4
+        psnr = 10 + setting["text_scale"] - 0.3 * (setting["samples"] > 1) * (st != styles[0])
+        return dict(setting, psnr={st: psnr}, own={st: 1.0}, warp_vs_truth={st: 1.4 if meets else 2.0})
+
+    _refine_with(tmp_path, monkeypatch, grid, rate)
+    result = build.refine(clips=12, top=2, interval_top=0, null_top=0, steps_top=0, samples_top=1)
+    # the shortlist, then the best of it (w_t 2) as the mean of each of REFINE_SAMPLES samples
+    assert calls == [(st, wt, 1) for st in styles for wt in (2.0, 1.0)] + [(st, 2.0, n) for st in styles for n in build.REFINE_SAMPLES]
+    assert 4 in build.REFINE_SAMPLES and result["refine"]["samples_top"] == 1
+    assert {st: c["samples"] for st, c in result["chosen"].items()} == {st: 4 if st == styles[0] else 1 for st in styles}
+    calls.clear()
+    assert build.refine(clips=12, top=2, interval_top=0, null_top=0, steps_top=0, samples_top=1) == result and calls == []  # resumed
 
 
 def test_rater_scores_the_bundled_model_and_names_the_style_each_output_is_nearest_after_its_own(tmp_path, monkeypatch):

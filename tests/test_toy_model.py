@@ -91,6 +91,8 @@ def test_model_settings_errors_name_the_file_and_key(tmp_path):
         ('{"style_settings": {"sepia": {"guidance_end": 0}}}', "style_settings\\['sepia'\\].guidance_end = 0 is not a fraction"),
         ('{"style_settings": {"sepia": {"negative_prompt": 1}}}', "style_settings\\['sepia'\\].negative_prompt = 1 is not str"),
         ('{"style_settings": {"sepia": {"steps": 0}}}', "style_settings\\['sepia'\\].steps = 0 is not a whole number of steps >= 1"),
+        ('{"style_settings": {"sepia": {"samples": 0}}}', "style_settings\\['sepia'\\].samples = 0 is not a whole number of samples >= 1"),
+        ('{"samples": 1.5}', "samples = 1.5 is not int"),
     ]:
         path.write_text(text)
         with pytest.raises(PickStyleError, match=fragment) as err:
@@ -117,13 +119,15 @@ def test_flags_override_the_model_settings(tiny_model_dir, tmp_path, capsys):
 def test_a_models_per_style_settings_apply_to_prompts_in_that_style_unless_a_flag_says(tiny_model_dir, tmp_path, capsys):
     settings = {"steps": 4, "size": "32x32", "skip": 8, "text_scale": 3,
                 "style_settings": {"Night Vision": {"skip": 0, "text_scale": 7}, "sepia": {"skip": 12, "context_scale": 1.5},
-                                   "thermal": {"lead_in": 4, "steps": 8}, "sketch": {"guidance_end": 0.5}, "blueprint": {"negative_prompt": "sepia style."}}}
+                                   "thermal": {"lead_in": 4, "steps": 8}, "sketch": {"guidance_end": 0.5, "samples": 2}, "blueprint": {"negative_prompt": "sepia style."}}}
     (tiny_model_dir / SETTINGS_FILE).write_text(json.dumps(settings))
     try:
         for prompt, extra, expected in [
             ("night vision style. a ring", [], "(skip 0), cs-cfg w_t=7 w_c=4"),
             ("Sepia style. a ring", [], "(skip 2), cs-cfg w_t=3 w_c=1.5"),
-            ("sketch style. a ring", [], "(skip 2), cs-cfg w_t=3 w_c=4 on the first 0.5 of the steps"),
+            ("sketch style. a ring", [], "(skip 2), cs-cfg w_t=3 w_c=4 on the first 0.5 of the steps +APG, mean of 2 samples, dpm++"),
+            ("sketch style. a ring", ["--samples", "1"], "(skip 2), cs-cfg w_t=3 w_c=4 on the first 0.5 of the steps +APG, dpm++"),
+            ("sepia style. a ring", ["--samples", "3"], "(skip 2), cs-cfg w_t=3 w_c=1.5 +APG, mean of 3 samples, dpm++"),
             ("sketch style. a ring", ["--guidance-end", "1"], "(skip 2), cs-cfg w_t=3 w_c=4 +APG"),
             ("sepia style. a ring", ["--skip", "1", "--context-scale", "2"], "(skip 1), cs-cfg w_t=3 w_c=2"),
             ("thermal style. a ring", [], "(skip 3, lead-in 4), cs-cfg w_t=3 w_c=4"),  # its own 8 steps: skip 8 of 20 is 3 of 8

@@ -635,8 +635,8 @@ TUNE_CLIPS = 4  # validation clips (2 until step 7327's bundle: settings chosen 
 TUNE_SKIPS = (0, 2, 4)  # of 20 steps (earlier bases were also tuned at 6, 8 and 10: never best for a style after step 5830)
 TUNE_SCALES = ((1.0, 1.0), (1.5, 1.0), (2.0, 1.0), (3.0, 1.0), (4.0, 1.0), (2.0, 1.5), (3.0, 1.5), (3.0, 2.0), (5.0, 2.0))  # (w_t, w_c); (1, 1) is no guidance
 TUNE_LEAD_INS = (0, 4)  # lead-in frames (fd88076's bundle tried 4 only at each style's choice without it)
-RATED_KEYS = ("skip", "text_scale", "context_scale", "lead_in", "guidance_end", "negative_prompt", "steps")  # the settings `tune` and `refine` vary
-UNRATED_KEYS = {"guidance_end": 1.0, "negative_prompt": "", "steps": 20}  # what rows rated before a key was rated hold (tune.json's older rows lack it): TOY_SETTINGS'
+RATED_KEYS = ("skip", "text_scale", "context_scale", "lead_in", "guidance_end", "negative_prompt", "steps", "samples")  # the settings `tune` and `refine` vary
+UNRATED_KEYS = {"guidance_end": 1.0, "negative_prompt": "", "steps": 20, "samples": 1}  # what rows rated before a key was rated hold (tune.json's older rows lack it): TOY_SETTINGS'
 WARP_BAR = 1.5  # issue 5: a warping error within 1.5x the ground truth's
 
 
@@ -764,10 +764,12 @@ REFINE_GUIDANCE_ENDS = (0.35, 0.5, 0.7)  # those parts (guidance_end; sketch too
 REFINE_NULL_TOP = 2  # and its best settings guided by text that it also rates with the style it is confused with as the null text
 REFINE_STEPS_TOP = 1  # and its best settings that it also rates at fewer sampling steps,
 REFINE_STEPS = (4, 8)  # these (in a probe on 24 validation clips, blueprint at 4 steps: warping error 1.18x the truth's against 1.70x at 20, +0.2 dB)
+REFINE_SAMPLES_TOP = 1  # and its best settings of one sample that it also rates as the mean of more samples,
+REFINE_SAMPLES = (2, 4)  # these many (`num_samples`; in a probe on the 12 validation clips, sepia 1.79x -> 1.57x / 1.44x the truth's warping error, +0.5 dB)
 
 
 def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP, interval_top: int = REFINE_INTERVAL_TOP,
-           null_top: int = REFINE_NULL_TOP, steps_top: int = REFINE_STEPS_TOP) -> dict:
+           null_top: int = REFINE_NULL_TOP, steps_top: int = REFINE_STEPS_TOP, samples_top: int = REFINE_SAMPLES_TOP) -> dict:
     """Successive halving on `tune`'s grid: per style, its `top` settings by `rank_key` on the tune's
     clips are rated again on `clips` validation clips (the tune's first), for that style only (4
     clips cannot tell a style picked on 70% of clips from one picked on all); then the style's
@@ -780,8 +782,10 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP, interval_top: int =
     text guidance then pushes away from the style it is confused with instead of from no style; then
     its `steps_top` best settings at the tune's steps are rated again at each of REFINE_STEPS
     sampling steps (fewer steps follow the model's mean more and invent less detail frame by
-    frame); the style takes the best of all by the same key. Adds to toy/work/tune.json, after every
-    row, "refine": {"clips", "steps", "top", "interval_top", "null_top", "steps_top", "weights", "sampler", "rows":
+    frame); then its `samples_top` best settings of one sample rated again as the mean of each of
+    REFINE_SAMPLES samples (`num_samples`: what the samples share stays, what each invents frame by
+    frame averages out); the style takes the best of all by the same key. Adds to toy/work/tune.json, after every
+    row, "refine": {"clips", "steps", "top", "interval_top", "null_top", "steps_top", "samples_top", "weights", "sampler", "rows":
     [rows rating one style each]} and replaces "chosen"; resumes from the rows it finds there, and
     in toy/work/probes.json (settings tried by hand, the same form), for as many clips and steps
     and the same weights (`rating_id`) and sampler (`rating_sampler`), and keeps those not on its
@@ -814,7 +818,8 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP, interval_top: int =
             rated[style, setting] = rate(dict(zip(RATED_KEYS, setting)), (style,))
         done[style, setting] = rated[style, setting]
         rows = [*done.values(), *(row for pair, row in rated.items() if pair not in done)]  # those rated before: kept
-        result["refine"] = {**key, "top": top, "interval_top": interval_top, "null_top": null_top, "steps_top": steps_top, "rows": rows}
+        result["refine"] = {**key, "top": top, "interval_top": interval_top, "null_top": null_top, "steps_top": steps_top,
+                            "samples_top": samples_top, "rows": rows}  # fmt: skip
         result["chosen"] = {**from_grid, **choose_settings(rows, RATED_KEYS)["chosen"]}
         _write_tune(result)
         return rated[style, setting]
@@ -839,6 +844,10 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP, interval_top: int =
         for row in best(style, lambda r: _setting_value(r, "steps") == result["steps"])[:steps_top]:
             for steps in REFINE_STEPS:
                 rate_pair(style, _setting_key({**row, "steps": steps}))
+    for style in STYLES:
+        for row in best(style, lambda r: _setting_value(r, "samples") == 1)[:samples_top]:
+            for samples in REFINE_SAMPLES:
+                rate_pair(style, _setting_key({**row, "samples": samples}))
     print(json.dumps({"chosen": result["chosen"]}))
     return result
 

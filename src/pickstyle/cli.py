@@ -22,7 +22,7 @@ DEFAULT_SKIP = 4  # of 20 steps
 # model's pickstyle.json gives a value.
 STYLIZE_DEFAULTS = {"steps": 20, "text_scale": 5.0, "context_scale": 4.0, "size": "480p", "fps": 16.0,
                     "scheduler": "dpm++", "shift": 16.0, "frames": None, "negative_prompt": None, "lead_in": 0,
-                    "guidance_end": 1.0}  # fmt: skip
+                    "guidance_end": 1.0, "samples": 1}  # fmt: skip
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".gif")
 
 
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--skip", type=_non_negative_int, default=None, help="start at this step from the noised source (default: 4 of 20 steps, or the style's; scaled to --steps)")
     s.add_argument("--lead-in", type=_non_negative_int, default=None, help="generate this many frames (a multiple of 4) mirrored before the clip and drop them, so no output frame comes from the VAE's first latent frame (default: the model's, else 0)")
     s.add_argument("--guidance-end", type=_non_negative_float, default=None, help="guide only this first fraction of the steps, in (0, 1]; the rest take one pass (default: the model's, else 1)")
+    s.add_argument("--samples", type=_positive_int, default=None, help="average the videos of this many initial noises: less flicker, that many times the time (a test-time ensemble, not in the paper; default: the model's, else 1)")
     s.add_argument("--deflicker", type=_non_negative_float, default=0.0, help="smooth the output along the source's motion with this strength in [0, 1), e.g. 0.5 (a post-process, not in the paper; default 0: off)")
     s.add_argument("--text-scale", type=_non_negative_float, default=None, help="w_t: style (text) guidance (default: the model's, else 5)")
     s.add_argument("--context-scale", type=_non_negative_float, default=None, help="w_c: content (context) guidance; 0 = off (default: the model's, else 4)")
@@ -410,7 +411,7 @@ def cmd_stylize(args) -> int:
     print(
         f"stylizing {args.input}: {prompt!r}, {len(frames)} frames at {width}x{height}, {args.steps} steps "
         f"(skip {skip}{f', lead-in {args.lead_in}' if args.lead_in else ''}), {args.guidance} w_t={args.text_scale:g} w_c={args.context_scale:g}{f' on the first {args.guidance_end:g} of the steps' if args.guidance_end < 1 else ''}"
-        f"{'' if args.no_apg else ' +APG'}{f', null text {args.negative_prompt!r}' if args.negative_prompt else ''}{f', deflicker {args.deflicker:g}' if args.deflicker else ''}, {args.scheduler} shift {args.shift:g}, seed {args.seed}, {device}",
+        f"{'' if args.no_apg else ' +APG'}{f', null text {args.negative_prompt!r}' if args.negative_prompt else ''}{f', mean of {args.samples} samples' if args.samples > 1 else ''}{f', deflicker {args.deflicker:g}' if args.deflicker else ''}, {args.scheduler} shift {args.shift:g}, seed {args.seed}, {device}",
         flush=True,
     )
 
@@ -424,6 +425,7 @@ def cmd_stylize(args) -> int:
         num_inference_steps=args.steps,
         skip_steps=skip,
         lead_in_frames=args.lead_in,
+        num_samples=args.samples,
         guidance=args.guidance,
         guidance_end=args.guidance_end,
         text_guidance_scale=args.text_scale,

@@ -39,9 +39,9 @@ SETTING_TYPES = {
     "size": str, "frames": int, "steps": int, "skip": int, "text_scale": float, "context_scale": float,
     "scheduler": str, "shift": float, "fps": float, "negative_prompt": str, "adapter": str, "name": str,
     "styles": list, "description": str, "max_sequence_length": int, "style_settings": dict, "lead_in": int,
-    "guidance_end": float,
+    "guidance_end": float, "samples": int,
 }  # fmt: skip
-STYLE_SETTING_KEYS = ("skip", "text_scale", "context_scale", "lead_in", "guidance_end", "negative_prompt", "steps")  # what "style_settings" may set per style
+STYLE_SETTING_KEYS = ("skip", "text_scale", "context_scale", "lead_in", "guidance_end", "negative_prompt", "steps", "samples")  # what "style_settings" may set per style
 
 
 class PickStylePipeline(WanVACEPipeline):
@@ -83,6 +83,7 @@ class PickStylePipeline(WanVACEPipeline):
         apg_norm_threshold,
         apg_eta,
         guidance_end=1.0,
+        num_samples=1,
     ):
         """Raise `PickStyleError` with a one-line message for the first bad argument."""
         if self.transformer is None:
@@ -115,6 +116,8 @@ class PickStylePipeline(WanVACEPipeline):
                 raise PickStyleError(f"{name} {value!r}: must be a finite number >= 0")
         if isinstance(guidance_end, bool) or not isinstance(guidance_end, (int, float)) or not 0 < guidance_end <= 1:
             raise PickStyleError(f"guidance_end {guidance_end!r}: must be a fraction of the steps in (0, 1]")
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise PickStyleError(f"num_samples {num_samples!r}: must be a positive integer")
         base = self.size_multiple
         for name, value in [("height", height), ("width", width)]:
             if value is not None and (not isinstance(value, int) or value < base or value % base):
@@ -182,6 +185,7 @@ class PickStylePipeline(WanVACEPipeline):
         num_inference_steps: int = 20,
         skip_steps: int = 4,
         lead_in_frames: int = 0,
+        num_samples: int = 1,
         guidance: str = "cs-cfg",
         guidance_end: float = 1.0,
         text_guidance_scale: float = 5.0,
@@ -223,6 +227,10 @@ class PickStylePipeline(WanVACEPipeline):
                 source frames L..1 are put before the clip (mirrored in time), generated with it and
                 dropped, so that no output frame comes from the first latent frame, which the
                 causal VAE encodes from one frame alone (default 0). Costs L/4 more latent frames.
+            num_samples: S, a test-time ensemble (not in the paper): S initial noises are drawn in
+                turn, each is denoised and decoded, and the output is the mean of the S videos. What the
+                samples share stays, what each invents frame by frame averages out: less flicker, at
+                S times the time (default 1).
             guidance: `"cs-cfg"` (text and context directions), `"cfg"` (plain CFG, the context in
                 both branches) or `"none"` (one pass, no guidance).
             guidance_end: guide only the steps before this fraction of the `num_inference_steps`
@@ -243,16 +251,18 @@ class PickStylePipeline(WanVACEPipeline):
             batch_guidance: run the 2 or 3 predictions of a step as one batch (faster on a large
                 GPU, more memory) instead of separate passes; the result is the same.
             generator: the source of every random draw (initial noise, then the permutations).
-            latents: the initial noise eps [1, 16, T', H', W'] instead of drawing it (T' counts the lead-in).
+            latents: the initial noise eps [S, 16, T', H', W'] instead of drawing it (T' counts the lead-in).
 
         Returns:
-            `WanPipelineOutput` whose `frames[0]` is float32 [T, H, W, 3] in [0, 1] (`output_type="np"`).
+            `WanPipelineOutput` whose `frames[0]` is float32 [T, H, W, 3] in [0, 1] (`output_type="np"`);
+            with `output_type="latent"`, `frames` is the S samples' latents [S, 16, T', H', W'].
         """
         if negative_prompt is None and negative_prompt_embeds is None:
             negative_prompt = WAN_NEGATIVE_PROMPT
         self.check_style_inputs(
             video, prompt, prompt_embeds, height, width, num_inference_steps, skip_steps, guidance, null_context,
             text_guidance_scale, context_guidance_scale, apg_momentum, apg_norm_threshold, apg_eta, guidance_end,
+            num_samples,
         )  # fmt: skip
         self._guidance_scale = text_guidance_scale
         self._attention_kwargs = attention_kwargs
@@ -307,77 +317,88 @@ class PickStylePipeline(WanVACEPipeline):
             zero_context = self.prepare_context(torch.zeros_like(source), generator).to(dtype)
         hint_scale = self._conditioning_scale(conditioning_scale, device, dtype)
 
-        # 4. Timesteps from step k on, and the initial latent x = (1 - sigma_k) z_source + sigma_k eps.
+        # 4. Timesteps from step k on; sample s will start from x = (1 - sigma_k) z_source + sigma_k eps_s.
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        self.scheduler.set_begin_index(skip_steps)
         timesteps = self.scheduler.timesteps[skip_steps:]
-        if latents is not None and tuple(latents.shape) != tuple(source_latents.shape):
+        if latents is not None and tuple(latents.shape) != (num_samples, *source_latents.shape[1:]):
             raise PickStyleError(
-                f"latents of shape {tuple(latents.shape)}: must be {tuple(source_latents.shape)} "
-                f"(the VAE latents of {num_frames} frames, lead-in included, at {height}x{width})"
+                f"latents of shape {tuple(latents.shape)}: must be {(num_samples, *source_latents.shape[1:])} "
+                f"(num_samples x the VAE latents of {num_frames} frames, lead-in included, at {height}x{width})"
             )
-        noise = self.prepare_latents(
-            1, self.transformer.config.in_channels, height, width, num_frames, torch.float32, device, generator, latents
-        )
-        if skip_steps > 0:
-            sigma = self.scheduler.sigmas[skip_steps].to(device=device, dtype=torch.float32)
-            latents = (1 - sigma) * source_latents + sigma * noise
-        else:
-            latents = noise
+        sigma = self.scheduler.sigmas[skip_steps].to(device=device, dtype=torch.float32)
 
-        # 5. Denoise with CS-CFG.
-        apg_state = APGState()
+        # 5. Denoise each sample with CS-CFG, its noise drawn when it starts (sample 1 is the output of S = 1).
         self._num_timesteps = len(timesteps)
-        with self.progress_bar(total=len(timesteps)) as progress_bar:
-            for i, t in enumerate(timesteps):
-                if self.interrupt:
-                    continue
-                self._current_timestep = t
-                guided = use_null_text and skip_steps + i < guidance_end * num_inference_steps
-                branches = [(prompt_embeds, context)]
-                if guided:
-                    branches.append((negative_prompt_embeds, context))
-                if guided and use_null_context:
-                    null = permute_context(context, generator) if null_context == "permute" else zero_context
-                    branches.append((negative_prompt_embeds, null))
-                preds = self._predict(latents, t, branches, hint_scale, attention_kwargs, batch_guidance)
+        samples, given = [], latents
+        with self.progress_bar(total=num_samples * len(timesteps)) as progress_bar:
+            for s in range(num_samples):
+                noise = self.prepare_latents(
+                    1, self.transformer.config.in_channels, height, width, num_frames, torch.float32, device, generator,
+                    None if given is None else given[s : s + 1],
+                )  # fmt: skip
+                self.scheduler.set_timesteps(num_inference_steps, device=device)  # a fresh sampler state (step index, history)
+                self.scheduler.set_begin_index(skip_steps)
+                latents = (1 - sigma) * source_latents + sigma * noise if skip_steps > 0 else noise
+                apg_state = APGState()
+                for i, t in enumerate(timesteps):
+                    if self.interrupt:
+                        continue
+                    self._current_timestep = t
+                    guided = use_null_text and skip_steps + i < guidance_end * num_inference_steps
+                    branches = [(prompt_embeds, context)]
+                    if guided:
+                        branches.append((negative_prompt_embeds, context))
+                    if guided and use_null_context:
+                        null = permute_context(context, generator) if null_context == "permute" else zero_context
+                        branches.append((negative_prompt_embeds, null))
+                    preds = self._predict(latents, t, branches, hint_scale, attention_kwargs, batch_guidance)
 
-                if not guided:
-                    velocity = preds[0]
-                elif apg:
-                    velocity, apg_state = cs_cfg_apg(
-                        *preds, *([None] * (3 - len(preds))), text_guidance_scale, context_guidance_scale,
-                        apg_state, apg_momentum, apg_norm_threshold, apg_eta,
-                    )  # fmt: skip
-                else:
-                    velocity = cs_cfg(*preds, *([None] * (3 - len(preds))), text_guidance_scale, context_guidance_scale)
+                    if not guided:
+                        velocity = preds[0]
+                    elif apg:
+                        velocity, apg_state = cs_cfg_apg(
+                            *preds, *([None] * (3 - len(preds))), text_guidance_scale, context_guidance_scale,
+                            apg_state, apg_momentum, apg_norm_threshold, apg_eta,
+                        )  # fmt: skip
+                    else:
+                        velocity = cs_cfg(*preds, *([None] * (3 - len(preds))), text_guidance_scale, context_guidance_scale)
 
-                latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
+                    latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
 
-                if callback_on_step_end is not None:
-                    callback_kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs}
-                    outputs = callback_on_step_end(self, i, t, callback_kwargs)
-                    latents = outputs.pop("latents", latents)
-                progress_bar.update()
+                    if callback_on_step_end is not None:
+                        callback_kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs}
+                        outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                        latents = outputs.pop("latents", latents)
+                    progress_bar.update()
+                samples.append(latents)
         self._current_timestep = None
 
-        # 6. Decode, and drop the lead-in (latents keep it).
+        # 6. Decode the samples and average them; drop the lead-in (latents keep it).
         if output_type == "latent":
-            frames = latents
+            frames = torch.cat(samples)
         else:
-            frames = self.decode_latents(latents, output_type)
+            frames = self.decode_mean(samples, output_type)
             if lead_in_frames:
                 frames = [f[lead_in_frames:] for f in frames] if isinstance(frames, list) else frames[:, lead_in_frames:]
         self.maybe_free_model_hooks()
         return WanPipelineOutput(frames=frames) if return_dict else (frames,)
 
-    def decode_latents(self, latents: torch.Tensor, output_type: str = "np"):
-        """Normalised latents [B, 16, T', H', W'] -> frames via the VAE (as `WanVACEPipeline` does)."""
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents [B, 16, T', H', W'] -> the VAE's videos [B, 3, T, H, W], about [-1, 1]."""
         z_dim = self.vae.config.z_dim
         latents = latents.to(self.vae.dtype)
         mean = torch.tensor(self.vae.config.latents_mean).view(1, z_dim, 1, 1, 1).to(latents.device, latents.dtype)
         std = torch.tensor(self.vae.config.latents_std).view(1, z_dim, 1, 1, 1).to(latents.device, latents.dtype)
-        video = self.vae.decode(latents * std + mean, return_dict=False)[0]
+        return self.vae.decode(latents * std + mean, return_dict=False)[0]
+
+    def decode_latents(self, latents: torch.Tensor, output_type: str = "np"):
+        """Normalised latents [B, 16, T', H', W'] -> frames via the VAE (as `WanVACEPipeline` does)."""
+        return self.video_processor.postprocess_video(self._decode(latents), output_type=output_type)
+
+    def decode_mean(self, samples: list[torch.Tensor], output_type: str = "np"):
+        """The mean of the videos decoded from each normalised latent [1, 16, T', H', W'] in
+        `samples` (one at a time: the memory of one), as frames of one video."""
+        video = sum(self._decode(z).float() for z in samples) / len(samples)
         return self.video_processor.postprocess_video(video, output_type=output_type)
 
 
@@ -411,13 +432,15 @@ def load_pipeline(model: str, dtype=torch.bfloat16) -> PickStylePipeline:
 
 def _check_setting(path: Path, name: str, key: str, value) -> None:
     """Raise a one-line error (naming the setting `name`) unless `value` is of the type
-    SETTING_TYPES gives `key` (float: any number); steps must be >= 1, a skip >= 0, a lead-in a multiple of 4 >= 0."""
+    SETTING_TYPES gives `key` (float: any number); steps and samples must be >= 1, a skip >= 0, a lead-in a multiple of 4 >= 0."""
     kind = SETTING_TYPES[key]
     ok = isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
     if isinstance(value, bool) or not ok:
         raise PickStyleError(f"{path}: {name} = {value!r} is not {'a number' if kind is float else kind.__name__}")
     if key == "steps" and value < 1:
         raise PickStyleError(f"{path}: {name} = {value!r} is not a whole number of steps >= 1")
+    if key == "samples" and value < 1:
+        raise PickStyleError(f"{path}: {name} = {value!r} is not a whole number of samples >= 1")
     if key == "skip" and value < 0:
         raise PickStyleError(f"{path}: {name} = {value!r} is not a whole number of steps >= 0")
     if key == "lead_in" and (value < 0 or value % 4):

@@ -238,6 +238,7 @@ def toy_stylize(pipe, settings: dict, frames: np.ndarray, prompt: str, seed: int
         num_inference_steps=steps,
         skip_steps=scale_skip(settings.get("skip", 4), steps),
         lead_in_frames=settings.get("lead_in", 0),
+        num_samples=settings.get("samples", 1),
         guidance_end=settings.get("guidance_end", 1.0),
         text_guidance_scale=settings.get("text_scale", 5.0),
         context_guidance_scale=settings.get("context_scale", 4.0),
