@@ -291,6 +291,16 @@ def test_the_no_lead_in_row_runs_the_styles_settings_without_their_lead_in(tiny_
     assert led["pickstyle"]["sepia"]["psnr"] != plain["pickstyle"]["sepia"]["psnr"]
 
 
+def test_a_styles_samples_are_averaged_and_the_one_sample_row_takes_one(tiny_model_dir):
+    def run(samples):
+        settings = {"steps": 4, "skip": 0, "text_scale": 3.0, "context_scale": 1.0, "style_settings": {"sepia": {"samples": samples}}}
+        return _sepia_rows_at(tiny_model_dir, ("pickstyle", "one sample"), settings)
+
+    two, one = run(2), run(1)
+    assert two["one sample"]["sepia"] == one["pickstyle"]["sepia"] == one["one sample"]["sepia"]
+    assert two["pickstyle"]["sepia"]["psnr"] != one["pickstyle"]["sepia"]["psnr"]
+
+
 def test_the_context_guidance_rows_set_w_c_to_one_and_a_half_with_either_null(tiny_model_dir):
     def run(context_scale):
         settings = {"steps": 4, "skip": 0, "text_scale": 3.0, "context_scale": context_scale}

@@ -4,7 +4,8 @@ rendered in each toy style, scored against the exact ground truth style(frame).
 Rows: the source unchanged (the floor), the ground truth (the ceiling), the ground truth through
 the model's VAE (the ceiling of anything generated in its latent space), PickStyle with the toy
 model's defaults (CS-CFG, permuted null context), and one change at a time: the zero null context,
-plain CFG, context guidance, its output deflickered (a post-process), no guidance, one skip for
+plain CFG, context guidance, its output deflickered (a post-process), one sample instead of the
+mean of several, no guidance, one skip for
 every style (0, 4), no lead-in, the model-wide skip and scales instead of its settings per style,
 the style words without the scene description, no adapter, an adapter trained on static clips and
 an adapter on the main blocks instead of the VACE blocks.
@@ -52,6 +53,8 @@ ROWS = [
     Row("context 1.5, zero null", "as 'context guidance 1.5' with the zero null context",
         overrides={"context_guidance_scale": 1.5, "null_context": "zero"}),
     Row("deflicker 0.5", "the pickstyle row's output smoothed along the source's motion (--deflicker 0.5; not in the paper)", deflicker=0.5),
+    Row("one sample", "each style's settings with one sample, not the mean of its `samples` (a test-time ensemble, not in the paper)",
+        overrides={"num_samples": 1}),
     Row("no guidance", "one pass per step", overrides={"guidance": "none"}),
     Row("skip 0", "start from pure noise", skip=0),
     Row("skip 4", "start at step 4 of 20 (scaled) from the noised source", skip=4),
