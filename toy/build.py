@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -860,10 +861,15 @@ def _write_tune(result: dict) -> None:
         Path(tmp).write_text(json.dumps(result, indent=1) + "\n")
 
 
+SAMPLES_COST_DB = 0.3  # what each doubling of the samples (and of the time) must gain in PSNR to be taken (`rank_key`)
+
+
 def rank_key(row: dict, style: str) -> tuple:
     """How `tune` ranks a grid row for a style: nearest its own style's truth on the most clips,
-    then within WARP_BAR of the truth's warping error, then the best PSNR."""
-    return (row["own"][style], row["warp_vs_truth"][style] <= WARP_BAR, row["psnr"][style])
+    then within WARP_BAR of the truth's warping error, then the best PSNR less SAMPLES_COST_DB per
+    doubling of the samples (a mean of more samples is taken for a check, or for enough dB)."""
+    cost = SAMPLES_COST_DB * math.log2(_setting_value(row, "samples"))
+    return (row["own"][style], row["warp_vs_truth"][style] <= WARP_BAR, row["psnr"][style] - cost)
 
 
 def choose_settings(grid: list[dict], keys) -> dict:
@@ -885,12 +891,12 @@ TOY_SETTINGS = {  # `pickstyle stylize` defaults for the toy model (src/pickstyl
     "description": "a toy stand-in for Wan2.1-VACE trained on two CPU cores (MODEL.md); toy styles only",
     "styles": list(STYLES), "size": f"{SIZE}x{SIZE}", "frames": FRAMES, "fps": 8.0, "steps": 20,
     "skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4,  # tune.json's "default"
-    "style_settings": {  # tune.json's "chosen" (refine's; blueprint's, and sketch's but for its null text, from work/probes.json)
-        "sketch": {"skip": 0, "text_scale": 5.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35, "negative_prompt": "sepia style.", "steps": 20},
-        "sepia": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4, "guidance_end": 1.0, "negative_prompt": "", "steps": 4},
-        "blueprint": {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.85, "negative_prompt": "sepia style.", "steps": 8},
-        "thermal": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35, "negative_prompt": "sepia style.", "steps": 20},
-        "night vision": {"skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0, "negative_prompt": "", "steps": 20},
+    "style_settings": {  # tune.json's "chosen" (refine's; blueprint's, and sketch's but for its null text, from work/probes.json); samples from work/probes-samples.json (by `rank_key`)
+        "sketch": {"skip": 0, "text_scale": 5.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35, "negative_prompt": "sepia style.", "steps": 20, "samples": 2},
+        "sepia": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4, "guidance_end": 1.0, "negative_prompt": "", "steps": 4, "samples": 4},
+        "blueprint": {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.85, "negative_prompt": "sepia style.", "steps": 8, "samples": 1},
+        "thermal": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35, "negative_prompt": "sepia style.", "steps": 20, "samples": 2},
+        "night vision": {"skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0, "negative_prompt": "", "steps": 20, "samples": 1},
     },
     "scheduler": "euler", "shift": 3.0, "negative_prompt": "",
     "max_sequence_length": 32, "adapter": "adapter",

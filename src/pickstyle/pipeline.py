@@ -155,8 +155,7 @@ class PickStylePipeline(WanVACEPipeline):
         as separate passes or as one batch; float32, shape of `latents`."""
         x = latents.to(self.transformer.dtype)
 
-        def forward(texts, contexts):
-            xs = x.expand(texts.shape[0], *x.shape[1:])
+        def forward(xs, texts, contexts):
             return self.transformer(
                 hidden_states=xs,
                 timestep=t.expand(xs.shape[0]),
@@ -168,9 +167,10 @@ class PickStylePipeline(WanVACEPipeline):
             )[0].float()
 
         if batched and len(branches) > 1:
-            out = forward(torch.cat([b[0] for b in branches]), torch.cat([b[1] for b in branches]))
+            xs = x.repeat(len(branches), *[1] * (x.dim() - 1))
+            out = forward(xs, torch.cat([b[0] for b in branches]), torch.cat([b[1] for b in branches]))
             return list(out.chunk(len(branches)))
-        return [forward(text, context) for text, context in branches]
+        return [forward(x, text, context) for text, context in branches]
 
     @torch.no_grad()
     def __call__(
@@ -227,10 +227,11 @@ class PickStylePipeline(WanVACEPipeline):
                 source frames L..1 are put before the clip (mirrored in time), generated with it and
                 dropped, so that no output frame comes from the first latent frame, which the
                 causal VAE encodes from one frame alone (default 0). Costs L/4 more latent frames.
-            num_samples: S, a test-time ensemble (not in the paper): S initial noises are drawn in
-                turn, each is denoised and decoded, and the output is the mean of the S videos. What the
-                samples share stays, what each invents frame by frame averages out: less flicker, at
-                S times the time (default 1).
+            num_samples: S, a test-time ensemble (not in the paper): S initial noises are drawn and
+                denoised as one batch (S times the activation memory; every step's permuted null
+                context is shared), each is decoded, and the output is the mean of the S videos. What
+                the samples share stays, what each invents frame by frame averages out: less flicker
+                (default 1).
             guidance: `"cs-cfg"` (text and context directions), `"cfg"` (plain CFG, the context in
                 both branches) or `"none"` (one pass, no guidance).
             guidance_end: guide only the steps before this fraction of the `num_inference_steps`
@@ -317,67 +318,71 @@ class PickStylePipeline(WanVACEPipeline):
             zero_context = self.prepare_context(torch.zeros_like(source), generator).to(dtype)
         hint_scale = self._conditioning_scale(conditioning_scale, device, dtype)
 
-        # 4. Timesteps from step k on; sample s will start from x = (1 - sigma_k) z_source + sigma_k eps_s.
+        # 4. Timesteps from step k on, S initial noises (drawn before any permutation: the first is the
+        # one S = 1 draws) and the initial latents x = (1 - sigma_k) z_source + sigma_k eps, one batch.
         self.scheduler.set_timesteps(num_inference_steps, device=device)
+        self.scheduler.set_begin_index(skip_steps)
         timesteps = self.scheduler.timesteps[skip_steps:]
         if latents is not None and tuple(latents.shape) != (num_samples, *source_latents.shape[1:]):
             raise PickStyleError(
                 f"latents of shape {tuple(latents.shape)}: must be {(num_samples, *source_latents.shape[1:])} "
                 f"(num_samples x the VAE latents of {num_frames} frames, lead-in included, at {height}x{width})"
             )
-        sigma = self.scheduler.sigmas[skip_steps].to(device=device, dtype=torch.float32)
+        noise = self.prepare_latents(
+            num_samples, self.transformer.config.in_channels, height, width, num_frames, torch.float32, device, generator, latents
+        )  # fmt: skip
+        if skip_steps > 0:
+            sigma = self.scheduler.sigmas[skip_steps].to(device=device, dtype=torch.float32)
+            latents = (1 - sigma) * source_latents + sigma * noise
+        else:
+            latents = noise
+        prompt_embeds, context = prompt_embeds.expand(num_samples, -1, -1), context.expand(num_samples, -1, -1, -1, -1)
+        if use_null_text:
+            negative_prompt_embeds = negative_prompt_embeds.expand(num_samples, -1, -1)
+        if zero_context is not None:
+            zero_context = zero_context.expand(num_samples, -1, -1, -1, -1)
 
-        # 5. Denoise each sample with CS-CFG, its noise drawn when it starts (sample 1 is the output of S = 1).
+        # 5. Denoise with CS-CFG (each step's permuted null context is the same for every sample).
+        apg_state = APGState()
         self._num_timesteps = len(timesteps)
-        samples, given = [], latents
-        with self.progress_bar(total=num_samples * len(timesteps)) as progress_bar:
-            for s in range(num_samples):
-                noise = self.prepare_latents(
-                    1, self.transformer.config.in_channels, height, width, num_frames, torch.float32, device, generator,
-                    None if given is None else given[s : s + 1],
-                )  # fmt: skip
-                self.scheduler.set_timesteps(num_inference_steps, device=device)  # a fresh sampler state (step index, history)
-                self.scheduler.set_begin_index(skip_steps)
-                latents = (1 - sigma) * source_latents + sigma * noise if skip_steps > 0 else noise
-                apg_state = APGState()
-                for i, t in enumerate(timesteps):
-                    if self.interrupt:
-                        continue
-                    self._current_timestep = t
-                    guided = use_null_text and skip_steps + i < guidance_end * num_inference_steps
-                    branches = [(prompt_embeds, context)]
-                    if guided:
-                        branches.append((negative_prompt_embeds, context))
-                    if guided and use_null_context:
-                        null = permute_context(context, generator) if null_context == "permute" else zero_context
-                        branches.append((negative_prompt_embeds, null))
-                    preds = self._predict(latents, t, branches, hint_scale, attention_kwargs, batch_guidance)
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                self._current_timestep = t
+                guided = use_null_text and skip_steps + i < guidance_end * num_inference_steps
+                branches = [(prompt_embeds, context)]
+                if guided:
+                    branches.append((negative_prompt_embeds, context))
+                if guided and use_null_context:
+                    null = permute_context(context, generator) if null_context == "permute" else zero_context
+                    branches.append((negative_prompt_embeds, null))
+                preds = self._predict(latents, t, branches, hint_scale, attention_kwargs, batch_guidance)
 
-                    if not guided:
-                        velocity = preds[0]
-                    elif apg:
-                        velocity, apg_state = cs_cfg_apg(
-                            *preds, *([None] * (3 - len(preds))), text_guidance_scale, context_guidance_scale,
-                            apg_state, apg_momentum, apg_norm_threshold, apg_eta,
-                        )  # fmt: skip
-                    else:
-                        velocity = cs_cfg(*preds, *([None] * (3 - len(preds))), text_guidance_scale, context_guidance_scale)
+                if not guided:
+                    velocity = preds[0]
+                elif apg:
+                    velocity, apg_state = cs_cfg_apg(
+                        *preds, *([None] * (3 - len(preds))), text_guidance_scale, context_guidance_scale,
+                        apg_state, apg_momentum, apg_norm_threshold, apg_eta,
+                    )  # fmt: skip
+                else:
+                    velocity = cs_cfg(*preds, *([None] * (3 - len(preds))), text_guidance_scale, context_guidance_scale)
 
-                    latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
+                latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
 
-                    if callback_on_step_end is not None:
-                        callback_kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs}
-                        outputs = callback_on_step_end(self, i, t, callback_kwargs)
-                        latents = outputs.pop("latents", latents)
-                    progress_bar.update()
-                samples.append(latents)
+                if callback_on_step_end is not None:
+                    callback_kwargs = {k: locals()[k] for k in callback_on_step_end_tensor_inputs}
+                    outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                    latents = outputs.pop("latents", latents)
+                progress_bar.update()
         self._current_timestep = None
 
         # 6. Decode the samples and average them; drop the lead-in (latents keep it).
         if output_type == "latent":
-            frames = torch.cat(samples)
+            frames = latents
         else:
-            frames = self.decode_mean(samples, output_type)
+            frames = self.decode_mean(latents, output_type)
             if lead_in_frames:
                 frames = [f[lead_in_frames:] for f in frames] if isinstance(frames, list) else frames[:, lead_in_frames:]
         self.maybe_free_model_hooks()
@@ -395,10 +400,10 @@ class PickStylePipeline(WanVACEPipeline):
         """Normalised latents [B, 16, T', H', W'] -> frames via the VAE (as `WanVACEPipeline` does)."""
         return self.video_processor.postprocess_video(self._decode(latents), output_type=output_type)
 
-    def decode_mean(self, samples: list[torch.Tensor], output_type: str = "np"):
-        """The mean of the videos decoded from each normalised latent [1, 16, T', H', W'] in
-        `samples` (one at a time: the memory of one), as frames of one video."""
-        video = sum(self._decode(z).float() for z in samples) / len(samples)
+    def decode_mean(self, latents: torch.Tensor, output_type: str = "np"):
+        """The mean of the videos decoded from each of S normalised latents [S, 16, T', H', W'] (one
+        at a time: the memory of one), as the frames of one video."""
+        video = sum(self._decode(z).float() for z in latents.split(1)) / len(latents)
         return self.video_processor.postprocess_video(video, output_type=output_type)
 
 
