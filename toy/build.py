@@ -841,14 +841,11 @@ def refine(clips: int = REFINE_CLIPS, top: int = REFINE_TOP, interval_top: int =
             by_text[0] = rate_pair(style, _setting_key(by_text[0]), again=True)
         for row in by_text:
             rate_pair(style, _setting_key({**row, "negative_prompt": f"{by_text[0]['confused_with'][style]} style."}))
-    for style in STYLES:
-        for row in best(style, lambda r: _setting_value(r, "steps") == result["steps"])[:steps_top]:
-            for steps in REFINE_STEPS:
-                rate_pair(style, _setting_key({**row, "steps": steps}))
-    for style in STYLES:
-        for row in best(style, lambda r: _setting_value(r, "samples") == 1)[:samples_top]:
-            for samples in REFINE_SAMPLES:
-                rate_pair(style, _setting_key({**row, "samples": samples}))
+    for key_name, start, values, key_top in (("steps", result["steps"], REFINE_STEPS, steps_top), ("samples", 1, REFINE_SAMPLES, samples_top)):
+        for style in STYLES:  # from the best rows at the tune's steps (one sample), the same at each of `values`
+            for row in best(style, lambda r: _setting_value(r, key_name) == start)[:key_top]:
+                for value in values:
+                    rate_pair(style, _setting_key({**row, key_name: value}))
     print(json.dumps({"chosen": result["chosen"]}))
     return result
 

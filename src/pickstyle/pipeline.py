@@ -442,10 +442,8 @@ def _check_setting(path: Path, name: str, key: str, value) -> None:
     ok = isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
     if isinstance(value, bool) or not ok:
         raise PickStyleError(f"{path}: {name} = {value!r} is not {'a number' if kind is float else kind.__name__}")
-    if key == "steps" and value < 1:
-        raise PickStyleError(f"{path}: {name} = {value!r} is not a whole number of steps >= 1")
-    if key == "samples" and value < 1:
-        raise PickStyleError(f"{path}: {name} = {value!r} is not a whole number of samples >= 1")
+    if key in ("steps", "samples") and value < 1:
+        raise PickStyleError(f"{path}: {name} = {value!r} is not a whole number of {key} >= 1")
     if key == "skip" and value < 0:
         raise PickStyleError(f"{path}: {name} = {value!r} is not a whole number of steps >= 0")
     if key == "lead_in" and (value < 0 or value % 4):

@@ -5,10 +5,10 @@ Rows: the source unchanged (the floor), the ground truth (the ceiling), the grou
 the model's VAE (the ceiling of anything generated in its latent space), PickStyle with the toy
 model's defaults (CS-CFG, permuted null context), and one change at a time: the zero null context,
 plain CFG, context guidance, its output deflickered (a post-process), one sample instead of the
-mean of several, no guidance, one skip for
-every style (0, 4), no lead-in, the model-wide skip and scales instead of its settings per style,
-the style words without the scene description, no adapter, an adapter trained on static clips and
-an adapter on the main blocks instead of the VACE blocks.
+mean of several, no guidance, one skip for every style (0, 4), no lead-in, the model-wide skip
+and scales instead of its settings per style, the style words without the scene description, no
+adapter, an adapter trained on static clips and an adapter on the main blocks instead of the
+VACE blocks.
 Per row and style: PSNR and SSIM against the ground truth, warping error, edge structure kept
 from the source, and how often the output is closest to its own style's truth.
 """
