@@ -15,6 +15,7 @@ from pickstyle.adapters import (
     add_style_adapter,
     convert_authors_state_dict,
     export_authors_format,
+    init_style_adapter,
     load_style_adapter,
     lora_module_names,
     save_style_adapter,
@@ -282,6 +283,43 @@ def test_round_trip_authors_format(trained, make_pipe, inputs, tmp_path, suffix)
     load_style_adapter(loaded, bare)  # replaces the adapter of the same name
     assert list(loaded.transformer.peft_config) == ["pickstyle"]
     torch.testing.assert_close(run(loaded.transformer, inputs), want)
+
+
+@pytest.mark.parametrize("fmt", ["diffusers", "authors"])
+def test_init_adapter_starts_training_from_a_files_update(trained, make_pipe, inputs, tmp_path, fmt):
+    pipe, want = trained  # rank 4, alpha 8 (scale 2)
+    if fmt == "diffusers":
+        path = save_style_adapter(pipe.transformer, tmp_path / "out")
+    else:
+        path = export_authors_format(pipe.transformer, tmp_path / "adapter.pth")  # scale 1: B carries the 2
+    fresh = make_pipe().transformer
+    add_style_adapter(fresh, rank=4, alpha=2.0, targets="vace-qkvo")  # another scale: B is rescaled to match
+    assert init_style_adapter(fresh, path) == NUM_VACE * 4
+    torch.testing.assert_close(run(fresh, inputs), want)
+    assert all(p.requires_grad and p.dtype == torch.float32 for n, p in fresh.named_parameters() if "lora_" in n)
+
+
+def test_init_adapter_layers_rank_and_targets(trained, make_pipe, inputs, tmp_path):
+    pipe, _ = trained
+    qkvo = save_style_adapter(pipe.transformer, tmp_path / "qkvo")
+    narrow = make_pipe().transformer
+    add_style_adapter(narrow, rank=4, targets="vace-qkv")
+    with pytest.raises(PickStyleError, match=r"qkvo.*to_out\.0.*not among the layers this adapter trains"):
+        init_style_adapter(narrow, qkvo)
+    low = make_pipe().transformer
+    add_style_adapter(low, rank=2, targets="vace-qkvo")
+    with pytest.raises(PickStyleError, match="has rank 4, this adapter 2"):
+        init_style_adapter(low, qkvo)
+    # a file of fewer layers: those it has are set, the others keep B = 0
+    qkv_pipe = make_pipe()
+    add_style_adapter(qkv_pipe.transformer, rank=4, targets="vace-qkv")
+    randomize_lora(qkv_pipe.transformer)
+    qkv = save_style_adapter(qkv_pipe.transformer, tmp_path / "qkv")
+    wide = make_pipe().transformer
+    add_style_adapter(wide, rank=4, targets="vace-qkvo")
+    assert init_style_adapter(wide, qkv) == NUM_VACE * 3
+    torch.testing.assert_close(run(wide, inputs), run(qkv_pipe.transformer, inputs))
+    assert all(float(p.detach().abs().sum()) == 0 for n, p in wide.named_parameters() if "to_out" in n and "lora_B" in n)
 
 
 def test_export_refuses_main_block_adapter(make_pipe, tmp_path):

@@ -204,6 +204,23 @@ def test_resume_gives_the_same_adapter_as_a_straight_run(tiny_model_dir, pairs_d
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["step_0000003", "step_0000006"]
 
 
+def test_init_adapter_continues_from_an_adapter(tiny_model_dir, pairs_dir, tmp_path):
+    first = train(_config(tiny_model_dir, pairs_dir, tmp_path / "a", max_steps=3, lr=1e-2), progress=False).adapter
+    # at a vanishing rate, one step from the first adapter (alpha 8 here, 4 there) keeps its update
+    second = train(_config(tiny_model_dir, pairs_dir, tmp_path / "b", max_steps=1, lr=1e-12, alpha=8.0,
+                           init_adapter=str(first)), progress=False).adapter  # fmt: skip
+    a = load_file(first / "pytorch_lora_weights.safetensors")
+    b = load_file(second / "pytorch_lora_weights.safetensors")
+    assert a.keys() == b.keys() and any(float(v.abs().sum()) > 0 for k, v in a.items() if "lora_B" in k)
+    for key in a:
+        torch.testing.assert_close(b[key] * (2 if "lora_B" in key else 1), a[key], rtol=1e-6, atol=1e-9)
+    assert f"adapter started from {first} (6 layers)" in (tmp_path / "b" / "train.log").read_text()
+    with pytest.raises(PickStyleError, match="init_adapter: .*nowhere: no such file or folder"):
+        train(_config(tiny_model_dir, pairs_dir, tmp_path / "c", init_adapter=str(tmp_path / "nowhere")), progress=False)
+    with pytest.raises(PickStyleError, match="has rank 4, this adapter 8"):
+        train(_config(tiny_model_dir, pairs_dir, tmp_path / "d", rank=8, init_adapter=str(first)), progress=False)
+
+
 def test_lr_schedule_counts_optimiser_steps_not_micro_steps(tiny_model_dir, pairs_dir, tmp_path):
     lr = 1e-3
     train(_config(tiny_model_dir, pairs_dir, tmp_path / "run", max_steps=4, grad_accum=2, lr=lr, lr_schedule="linear",

@@ -120,6 +120,34 @@ def add_style_adapter(
     return config
 
 
+def init_style_adapter(transformer, path, adapter_name: str = "pickstyle") -> int:
+    """Set the LoRA `adapter_name` (as `add_style_adapter` made it) to an adapter file's weights (any
+    format `load_style_adapter` reads), so that its update scale * B @ A equals the file's: A as in
+    the file, B rescaled from the file's alpha / r to this adapter's. The file's layers must be among
+    this adapter's, at its rank; its other layers keep their fresh start (B = 0). A bad file raises
+    PickStyleError naming it and the key at fault. Returns the number of layers set."""
+    file = _resolve_weight_file(Path(path))
+    state, metadata = _read_checkpoint(file)
+    entries, fmt = _parse_keys(state, file)
+    _validate(entries, transformer, file)
+    folded = convert_authors_state_dict(state) if fmt == "authors" else _fold_diffusers(entries, metadata, None, file)
+    layers = dict(_lora_layers(transformer, adapter_name))
+    if not layers:
+        _require_adapter(transformer, adapter_name)
+    keys = {(name, ab): key for key, name, ab, _ in entries}
+    with torch.no_grad():
+        for (name, ab), key in keys.items():
+            module = layers.get(name)
+            if module is None:
+                raise PickStyleError(f"{file}: key '{key}': '{name}' is not among the layers this adapter trains")
+            tensor = folded[f"transformer.{name}.lora_{ab}.weight"]
+            if tensor.shape[0 if ab == "A" else 1] != module.r[adapter_name]:
+                raise PickStyleError(f"{file}: key '{key}' has rank {tensor.shape[0 if ab == 'A' else 1]}, this adapter {module.r[adapter_name]} (set rank to match)")
+            target = (module.lora_A if ab == "A" else module.lora_B)[adapter_name].weight
+            target.copy_(tensor if ab == "A" else tensor / _module_scaling(module, adapter_name))
+    return len(keys) // 2
+
+
 def lora_module_names(transformer, adapter_name: str | None = None) -> list[str]:
     """Names of the modules that carry a LoRA (of `adapter_name`, or of any adapter)."""
     from peft.tuners.lora import LoraLayer

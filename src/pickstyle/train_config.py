@@ -33,6 +33,7 @@ class TrainConfig:
     rank: int = 128
     alpha: float = 128.0
     targets: str = "vace-qkv"  # vace-qkv, vace-qkvo, or main-qkv (the placement ablation)
+    init_adapter: str = ""  # start from these adapter weights (a folder or file, any format stylize's --adapter takes) instead of B = 0, e.g. to fine-tune a released adapter on new pairs; rank and targets must fit them
     # objective and optimiser
     shift: float = 5.0  # sigma' = shift s / (1 + (shift - 1) s) on the 1000-step grid
     lr: float = 5.6e-4
@@ -75,6 +76,8 @@ class TrainConfig:
                 raise PickStyleError(f"{name}: {value} must be a positive multiple of 16")
         if self.frames < 1 or (self.frames - 1) % 4:
             raise PickStyleError(f"frames: {self.frames} must be 4k+1 (e.g. 17, 49, 81)")
+        if self.init_adapter and not Path(self.init_adapter).exists():
+            raise PickStyleError(f"init_adapter: {self.init_adapter}: no such file or folder")
         if self.targets not in ("vace-qkv", "vace-qkvo", "main-qkv"):
             raise PickStyleError(f"targets: {self.targets!r} must be vace-qkv, vace-qkvo or main-qkv")
         if self.lr_schedule not in LR_SCHEDULES:

@@ -241,7 +241,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from .adapters import add_style_adapter, save_style_adapter
+    from .adapters import add_style_adapter, init_style_adapter, save_style_adapter
     from .data import load_image_pair, scan_datasets
     from .motion import motion_pair
     from .pipeline import WAN_NEGATIVE_PROMPT, load_pipeline
@@ -296,6 +296,9 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     transformer.requires_grad_(False)
     torch.manual_seed(config.seed)  # the adapter's initial A (kaiming uniform) comes from the global generator
     add_style_adapter(transformer, rank=config.rank, alpha=config.alpha, targets=config.targets, adapter_name=ADAPTER_NAME)
+    if config.init_adapter and not config.resume:  # a resumed run's checkpoint holds where it was
+        layers = init_style_adapter(transformer, config.init_adapter, ADAPTER_NAME)
+        LOGGER.info("adapter started from %s (%d layers)", config.init_adapter, layers)
     if config.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     transformer.train()
