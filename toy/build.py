@@ -609,10 +609,19 @@ def make_pairs() -> Path:
 ADAPTER_VARIANTS = {"pickstyle": [], "no-motion": ["--no-motion"], "main-qkv": ["--targets", "main-qkv"]}
 
 
-def train_adapter(variant: str, steps: int | None = None, device: str = "cpu") -> None:
+def bundled_adapter(variant: str) -> Path:
+    """The bundled fp16 copy of adapter `variant` (`export` writes it)."""
+    from pickstyle.toy import ASSETS, TOY_MODEL
+
+    return TOY_MODEL / "adapter" if variant == "pickstyle" else ASSETS / "ablations" / f"{variant}.safetensors"
+
+
+def train_adapter(variant: str, steps: int | None = None, device: str = "cpu", lr: float | None = None,
+                  from_bundle: bool = False) -> None:  # fmt: skip
     """Train the toy adapter (or an ablation) with `pickstyle train` and toy/adapter.yaml into
     toy/work/adapters/<variant>, on the CPU or (`device` not "cpu") the GPU; resumes from its
-    latest checkpoint when there is one."""
+    latest checkpoint when there is one. `from_bundle`: start from the bundled adapter's weights
+    (`init_adapter`), to carry it over to a base trained further; `lr` overrides the file's."""
     from pickstyle.cli import main as pickstyle
 
     manifest = WORK / "pairs" / "manifest.jsonl"
@@ -623,6 +632,10 @@ def train_adapter(variant: str, steps: int | None = None, device: str = "cpu") -
             "--data", str(manifest), "--output", str(output), *ADAPTER_VARIANTS[variant]]  # fmt: skip
     if steps:
         argv += ["--max-steps", str(steps)]
+    if lr is not None:
+        argv += ["--lr", str(lr)]
+    if from_bundle:  # fresh AdamW moments: warm up
+        argv += ["--init-adapter", str(bundled_adapter(variant)), "--warmup-steps", "100"]
     if device != "cpu":
         argv.append("--no-cpu")
     if (output / "checkpoints").is_dir() and any((output / "checkpoints").iterdir()):
@@ -967,7 +980,8 @@ def main() -> None:
     parser.add_argument("--widen", type=int, default=1, help="decoder: first widen it this many times (function kept; run once)")
     parser.add_argument("--device", default="cpu", help="base, adapter: where to train (cpu, cuda)")
     parser.add_argument("--batch", type=int, default=8, help="base: clips per step")
-    parser.add_argument("--lr", type=float, help="base: peak learning rate (default 4e-4); decoder: learning rate (default 2e-4)")
+    parser.add_argument("--lr", type=float, help="base: peak learning rate (default 4e-4); decoder: learning rate (default 2e-4); adapter: toy/adapter.yaml's")
+    parser.add_argument("--from-bundle", action="store_true", help="adapter: start from the bundled adapter's weights (after the base trained on)")
     parser.add_argument("--temporal-weight", type=float, default=1.0, help="decoder: weight of the frame-to-frame term")
     parser.add_argument("--online", action="store_true", help="base: make and encode clips on the fly instead of reading the cache (GPU)")
     parser.add_argument("--workers", type=int, default=8, help="base --online: processes making clips")
@@ -992,7 +1006,7 @@ def main() -> None:
         print(make_pairs())
         return
     if args.stage == "adapter":
-        train_adapter(args.variant, args.steps, args.device)
+        train_adapter(args.variant, args.steps, args.device, args.lr, args.from_bundle)
         return
     if args.stage == "base-cache":
         cache_base_latents(args.clips, args.styled)
