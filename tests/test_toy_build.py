@@ -399,6 +399,28 @@ def test_decoder_stage_passes_its_learning_rate_temporal_weight_and_widening(mon
     assert calls == [expected]
 
 
+@pytest.mark.parametrize("variant", ["pickstyle", "no-motion", "main-qkv"])
+def test_adapter_stage_from_the_bundle_starts_from_the_bundled_weights_with_a_warm_up(tmp_path, monkeypatch, variant):
+    import pickstyle.cli
+
+    (tmp_path / "pairs").mkdir()
+    (tmp_path / "pairs" / "manifest.jsonl").write_text("")
+    monkeypatch.setattr(build, "WORK", tmp_path)
+    monkeypatch.setattr(build, "base_model", lambda: tmp_path / "base" / "model")
+    calls = []
+    monkeypatch.setattr(pickstyle.cli, "main", lambda argv: calls.append(argv) or 0)
+    for extra in ([], ["--from-bundle", "--lr", "2e-4", "--steps", "30", "--device", "cuda"]):
+        monkeypatch.setattr(sys, "argv", ["build.py", "adapter", "--variant", variant, *extra])
+        build.main()
+    plain, carried = calls
+    assert "--init-adapter" not in plain and "--lr" not in plain and "--no-cpu" not in plain
+    flags = dict(zip(carried[::1], carried[1:]))
+    init = Path(flags["--init-adapter"])
+    assert init.exists() and init == build.bundled_adapter(variant)
+    assert (flags["--lr"], flags["--warmup-steps"], flags["--max-steps"]) == ("0.0002", "100", "30") and "--no-cpu" in carried
+    assert flags["--output"] == str(tmp_path / "adapters" / variant)
+
+
 def test_fp16_adapter_copies_as_half_and_leaves_an_identical_target_untouched(tmp_path):
     from safetensors import safe_open
     from safetensors.torch import save_file
