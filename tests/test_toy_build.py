@@ -414,7 +414,7 @@ def test_adapter_stage_from_the_bundle_starts_from_the_bundled_weights_with_a_wa
         build.main()
     plain, carried = calls
     assert "--init-adapter" not in plain and "--lr" not in plain and "--no-cpu" not in plain
-    flags = dict(zip(carried[::1], carried[1:]))
+    flags = dict(zip(carried, carried[1:]))
     init = Path(flags["--init-adapter"])
     assert init.exists() and init == build.bundled_adapter(variant)
     assert (flags["--lr"], flags["--warmup-steps"], flags["--max-steps"]) == ("0.0002", "100", "30") and "--no-cpu" in carried

@@ -700,9 +700,7 @@ def rated_adapter() -> Path:
     trained = WORK / "adapters" / "pickstyle" / "adapter"
     if (trained / "pytorch_lora_weights.safetensors").is_file():
         return trained
-    from pickstyle.toy import TOY_MODEL
-
-    bundled = TOY_MODEL / "adapter"
+    bundled = bundled_adapter("pickstyle")
     if not (bundled / "pytorch_lora_weights.safetensors").is_file():
         raise SystemExit(f"{trained} is missing: run `python toy/build.py adapter` first")
     print(f"{trained} is missing: rating with the bundled adapter {bundled}", flush=True)

@@ -141,8 +141,9 @@ def init_style_adapter(transformer, path, adapter_name: str = "pickstyle") -> in
             if module is None:
                 raise PickStyleError(f"{file}: key '{key}': '{name}' is not among the layers this adapter trains")
             tensor = folded[f"transformer.{name}.lora_{ab}.weight"]
-            if tensor.shape[0 if ab == "A" else 1] != module.r[adapter_name]:
-                raise PickStyleError(f"{file}: key '{key}' has rank {tensor.shape[0 if ab == 'A' else 1]}, this adapter {module.r[adapter_name]} (set rank to match)")
+            rank = tensor.shape[0 if ab == "A" else 1]
+            if rank != module.r[adapter_name]:
+                raise PickStyleError(f"{file}: key '{key}' has rank {rank}, this adapter {module.r[adapter_name]} (set rank to match)")
             target = (module.lora_A if ab == "A" else module.lora_B)[adapter_name].weight
             target.copy_(tensor if ab == "A" else tensor / _module_scaling(module, adapter_name))
     return len(keys) // 2
