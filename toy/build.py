@@ -899,11 +899,11 @@ TOY_SETTINGS = {  # `pickstyle stylize` defaults for the toy model (src/pickstyl
     "description": "a toy stand-in for Wan2.1-VACE trained on two CPU cores (MODEL.md); toy styles only",
     "styles": list(STYLES), "size": f"{SIZE}x{SIZE}", "frames": FRAMES, "fps": 8.0, "steps": 20,
     "skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4,  # tune.json's "default"
-    "style_settings": {  # tune.json's "chosen" (refine's; blueprint's, and sketch's but for its null text, from work/probes.json); samples from work/probes-samples.json (by `rank_key`)
-        "sketch": {"skip": 0, "text_scale": 5.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35, "negative_prompt": "sepia style.", "steps": 20, "samples": 2},
-        "sepia": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4, "guidance_end": 1.0, "negative_prompt": "", "steps": 4, "samples": 4},
+    "style_settings": {  # for base step 9407: tune.json's "chosen" (refine's) but blueprint's, from work/probes.json (the same `rank_key` over both), and sepia's, from work/probes-24.json (`rank_key` on 24 clips)
+        "sketch": {"skip": 0, "text_scale": 3.0, "context_scale": 1.5, "lead_in": 4, "guidance_end": 0.35, "negative_prompt": "sepia style.", "steps": 20, "samples": 2},
+        "sepia": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4, "guidance_end": 1.0, "negative_prompt": "", "steps": 4, "samples": 2},
         "blueprint": {"skip": 0, "text_scale": 3.0, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.85, "negative_prompt": "sepia style.", "steps": 8, "samples": 1},
-        "thermal": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35, "negative_prompt": "sepia style.", "steps": 20, "samples": 2},
+        "thermal": {"skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4, "guidance_end": 0.35, "negative_prompt": "", "steps": 20, "samples": 2},
         "night vision": {"skip": 0, "text_scale": 2.0, "context_scale": 1.0, "lead_in": 0, "guidance_end": 1.0, "negative_prompt": "", "steps": 20, "samples": 1},
     },
     "scheduler": "euler", "shift": 3.0, "negative_prompt": "",
