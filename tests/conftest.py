@@ -12,6 +12,14 @@ def tiny_model_dir(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-wan-vace")
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir_bf16(tmp_path_factory):
+    """The same tiny model saved with every weight in bf16."""
+    import torch
+
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-wan-vace-bf16", dtype=torch.bfloat16)
+
+
 @pytest.fixture
 def tiny_components():
     """Fresh components of the tiny model (identical weights every time)."""

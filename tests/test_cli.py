@@ -1,6 +1,7 @@
 """The `pickstyle` command line end to end on the tiny model folder, and its bad inputs."""
 
 import json
+import os
 from pathlib import Path
 import subprocess
 import sys
@@ -29,6 +30,14 @@ def _stylize(model, source, output, *extra):
     argv = ["stylize", str(source), "-p", "a red square moving", "-o", str(output), "--model", str(model)]
     argv += ["--size", "80x48", "--steps", "4", "--quiet", *extra]
     return main(argv)
+
+
+def _exit_code(argv) -> int:
+    """main(argv)'s exit code, argparse's errors (SystemExit) included."""
+    try:
+        return main(argv)
+    except SystemExit as exit:
+        return exit.code
 
 
 def test_help_and_version_do_not_import_torch():
@@ -181,10 +190,7 @@ def _bad_argv(args, model, out):
 def test_bad_inputs_exit_2_with_one_line_and_no_output(tiny_model_dir, source_video, tmp_path, capsys):
     out = tmp_path / "out" / "result.mp4"
     for name, (args, named) in _bad_cases(tmp_path, tiny_model_dir, source_video).items():
-        try:
-            code = main(_bad_argv(args, tiny_model_dir, out))
-        except SystemExit as exit:  # argparse's errors
-            code = exit.code
+        code = _exit_code(_bad_argv(args, tiny_model_dir, out))
         lines = capsys.readouterr().err.strip().splitlines()
         assert code == 2, (name, lines)
         assert len(lines) == 1 and "error" in lines[0] and named in lines[0], (name, lines)
@@ -264,3 +270,103 @@ def test_eval_bad_inputs(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and named in err, err
     assert not (tmp_path / "s.txt").exists()
+
+
+BOOM = "import sys, pickstyle.video as v\n" \
+       "def boom(*a, **k): raise RuntimeError('Input type (float) and bias type (c10::BFloat16) should be the same')\n" \
+       "v.read_video = boom\nfrom pickstyle.cli import main\nsys.exit(main(sys.argv[1:]))\n"  # fmt: skip
+
+
+@pytest.mark.parametrize("debug", ["", "--debug", "PICKSTYLE_DEBUG=1"])
+def test_an_unexpected_failure_in_a_real_process_is_one_line_and_exit_1_unless_debugging(source_video, tmp_path, debug):
+    out = tmp_path / "out.mp4"
+    argv = ["stylize", str(source_video), "-p", "x", "-o", str(out), "--quiet"] + ([debug] if debug == "--debug" else [])
+    env = dict(os.environ, PICKSTYLE_DEBUG="1" if debug.startswith("PICKSTYLE") else "0")
+    proc = subprocess.run([sys.executable, "-c", BOOM, *argv], capture_output=True, text=True, env=env)
+    assert proc.returncode == 1 and not out.exists()
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "RuntimeError: Input type (float) and bias type (c10::BFloat16)" in last and "cmd_stylize" in last
+    if debug:
+        assert "Traceback (most recent call last)" in proc.stderr and "in boom" in proc.stderr
+    else:
+        assert proc.stderr.strip().count("\n") == 0 and "--debug" in last and "PICKSTYLE_DEBUG=1" in last
+
+
+def test_unexpected_failures_of_every_kind_name_the_type_message_and_file(tmp_path, monkeypatch, capsys):
+    import pickstyle.cli as cli
+
+    for err, named in [(PermissionError(13, "Permission denied", str(tmp_path / "locked.mp4")), "locked.mp4"),
+                       (KeyError("transformer"), "'transformer'"), (RuntimeError("line one\nline two"), "line one line two")]:  # fmt: skip
+        def fail(args, err=err):
+            raise err
+
+        monkeypatch.setattr(cli, "cmd_styles", fail)
+        assert main(["styles"]) == 1
+        err_text = capsys.readouterr().err.strip()
+        assert err_text.count("\n") == 0 and type(err).__name__ in err_text and named in err_text, err_text
+    # bad input stays exit 2, even when debugging (then with its traceback)
+    def bad(args):
+        raise cli.PickStyleError("x.mp4: not a video")
+
+    monkeypatch.setattr(cli, "cmd_styles", bad)
+    assert main(["styles", "--debug"]) == 2
+    err_text = capsys.readouterr().err
+    assert "Traceback" in err_text and err_text.strip().splitlines()[-1] == "pickstyle styles: error: x.mp4: not a video"
+
+
+def test_seeds_outside_0_to_2_64_are_input_errors(tiny_model_dir, source_video, tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    proc = subprocess.run([sys.executable, "-m", "pickstyle", "stylize", str(source_video), "-p", "x", "-o", str(out),
+                           "--seed", "99999999999999999999999"], capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--seed" in proc.stderr
+    for seed in ["-1", str(2**64)]:
+        for argv in (["stylize", str(source_video), "-p", "x", "-o", str(out)], ["clips", str(tmp_path), "-o", str(out)],
+                     ["demo", "-o", str(out)], ["make-tiny-model", str(tmp_path / "m")],
+                     ["train", "--model", str(tiny_model_dir), "--data", str(tmp_path)]):  # fmt: skip
+            assert _exit_code(argv + ["--seed", seed]) == 2
+            err = capsys.readouterr().err.strip()
+            assert err.count("\n") == 0 and "seed" in err and seed in err, (argv[0], err)
+    assert not out.exists() and not (tmp_path / "m").exists()
+    # the largest seed is a seed
+    assert _stylize(tiny_model_dir, source_video, out, "--frames", "5", "--seed", str(2**64 - 1)) == 0
+    assert read_video(out)[0].shape == (5, 48, 80, 3)
+
+
+def test_the_small_commands_with_only_their_required_arguments(source_video, tmp_path, capsys):
+    """make-tiny-model, clips and eval as a new user first types them (stylize, demo, train: elsewhere)."""
+    from pickstyle.pipeline import load_pipeline
+
+    model = tmp_path / "tiny-model"
+    assert main(["make-tiny-model", str(model)]) == 0
+    pipe = load_pipeline(str(model), torch.bfloat16)
+    assert pipe.transformer.patch_embedding.weight.dtype == torch.bfloat16 and pipe.vae.dtype == torch.float32
+    pairs = Path(__file__).parent.parent / "examples" / "pairs"
+    preview = tmp_path / "preview.mp4"
+    assert main(["clips", str(pairs), "-o", str(preview)]) == 0
+    assert read_video(preview)[0].shape == (6 * 33, 240, 2 * 416, 3)  # 6 clips of 33 frames, source | style
+    capsys.readouterr()
+    assert main(["eval", str(source_video), str(source_video)]) == 0
+    table = capsys.readouterr().out
+    assert "warp_error" in table and "edge_ssim" in table
+
+
+def test_stylize_in_bf16_on_a_bf16_folder_with_a_bf16_trained_adapter_and_every_speed_option(
+    tiny_model_dir_bf16, source_video, tmp_path
+):
+    from pickstyle.train_config import TrainConfig
+    from pickstyle.training import train
+
+    pairs = Path(__file__).parent.parent / "examples" / "pairs"
+    config = TrainConfig(model=str(tiny_model_dir_bf16), data=[str(pairs)], output=str(tmp_path / "run"), height=32,
+                         width=32, frames=5, rank=4, alpha=4.0, max_steps=2, checkpoint_every=0)  # fmt: skip
+    adapter = train(config, progress=False).adapter
+    outs = {}
+    for name, extra in [("plain", []), ("offload, batched", ["--offload", "model", "--batch-guidance"]),
+                        ("fp16", ["--dtype", "fp16"])]:  # fmt: skip
+        out = tmp_path / f"{name}.mp4"
+        dtype = [] if name == "fp16" else ["--dtype", "bf16"]
+        assert _stylize(tiny_model_dir_bf16, source_video, out, "--adapter", str(adapter), "--frames", "9", "--samples", "2",
+                        "--lead-in", "4", *dtype, *extra) == 0  # fmt: skip
+        outs[name] = read_video(out)[0]
+        assert outs[name].shape == (9, 48, 80, 3) and outs[name].std() > 0
+    assert not np.array_equal(outs["plain"], outs["fp16"])

@@ -2,7 +2,8 @@
 `make-tiny-model`.
 
 Heavy imports (torch, diffusers) happen inside the commands, so `pickstyle --help` is fast.
-Bad input exits with code 2 and one line on stderr; no output file is left behind.
+Bad input exits with code 2 and one line on stderr; no output file is left behind. An unexpected
+failure exits with code 1 and one line too; `--debug` (or PICKSTYLE_DEBUG=1) adds the traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .errors import PickStyleError
+from .errors import SEED_LIMIT, PickStyleError
 
 DEFAULT_SKIP = 4  # of 20 steps
 # `pickstyle stylize` defaults (the authors' settings for Wan2.1-VACE) where neither a flag nor the
@@ -24,6 +25,7 @@ STYLIZE_DEFAULTS = {"steps": 20, "text_scale": 5.0, "context_scale": 4.0, "size"
                     "scheduler": "dpm++", "shift": 16.0, "frames": None, "negative_prompt": None, "lead_in": 0,
                     "guidance_end": 1.0, "samples": 1}  # fmt: skip
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".gif")
+DEBUG_ENV = "PICKSTYLE_DEBUG"
 
 
 def _number(kind, minimum=None):
@@ -47,11 +49,22 @@ _finite_float, _non_negative_float = _number(float), _number(float, 0)
 _positive_int, _non_negative_int = _number(int, 1), _number(int, 0)
 
 
+def _seed(text: str) -> int:
+    """An argparse type: an integer seed in [0, 2^64)."""
+    value = _non_negative_int(text)
+    if value >= SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text!r} is too large (seeds are 0 to 2^64 - 1)")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: `pickstyle stylize: error: ...`, exit code 2."""
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+DEBUG_HELP = f"print the full traceback of an unexpected error (or set {DEBUG_ENV}=1)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,9 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Video-to-video style transfer with context-style adapters on Wan2.1-VACE (PickStyle).",
     )
     parser.add_argument("--version", action="version", version=f"pickstyle {__version__}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    # every subcommand takes --debug too; SUPPRESS keeps its absence from undoing `pickstyle --debug CMD`
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    s = commands.add_parser(
+    def add_command(name, **kwargs):
+        return commands.add_parser(name, parents=[common], **kwargs)
+
+    s = add_command(
         "stylize",
         help="render a video in a style given by a prompt",
         description="Render INPUT in the style the prompt names, keeping its content and motion.",
@@ -88,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--null-context", choices=("permute", "zero"), default="permute", help="CS-CFG's null context")
     s.add_argument("--no-apg", action="store_true", help="plain guidance arithmetic instead of APG")
     s.add_argument("--negative-prompt", default=None, help="null text (default: the model's or its style's, else Wan's standard negative prompt)")
-    s.add_argument("--seed", type=int, default=2025, help="seed of every random draw")
+    s.add_argument("--seed", type=_seed, default=2025, help="seed of every random draw, 0 to 2^64 - 1")
     s.add_argument("--size", default=None, help="480p, 720p (area, aspect kept) or WxH (exact, cropped) (default: the model's, else 480p)")
     s.add_argument("--frames", type=_positive_int, default=None, help="frames to generate, 4k+1 (default: up to 81 over the clip)")
     s.add_argument("--fps", type=_non_negative_float, default=None, help="frame rate of the output (default: the model's, else 16)")
@@ -101,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_stylize)
 
-    tr = commands.add_parser(
+    tr = add_command(
         "train",
         help="train a style adapter on image pairs",
         description="Train a context-style adapter (LoRA on the VACE self-attention) on paired images. "
@@ -114,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=cmd_train)
 
-    c = commands.add_parser(
+    c = add_command(
         "clips",
         help="preview the synthetic training clips of a dataset",
         description="Write a video of sampled training clips (source | style, same camera motion), "
@@ -128,11 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--width", type=_positive_int, default=416)
     c.add_argument("--frames", type=_positive_int, default=33, help="frames per clip")
     c.add_argument("--fps", type=_non_negative_float, default=16.0)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=_seed, default=0)
     c.add_argument("--no-motion", action="store_true", help="static clips, as training with --no-motion")
     c.set_defaults(func=cmd_clips)
 
-    e = commands.add_parser(
+    e = add_command(
         "eval",
         help="score stylised videos against their source",
         description="Score one or more stylised videos against the source: temporal consistency, "
@@ -149,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--plot", help="write a PNG bar chart comparing the stylised videos here")
     e.set_defaults(func=cmd_eval)
 
-    d = commands.add_parser(
+    d = add_command(
         "demo",
         help="stylise the bundled clip into every toy style with the bundled toy model",
         description="Render the bundled clip in every style of the bundled toy model (pickstyle-tiny) "
@@ -158,11 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("-o", "--output", default="pickstyle-demo.mp4", help="output video")
     d.add_argument("--styles", nargs="+", help="toy styles to render (default: all)")
-    d.add_argument("--seed", type=int, default=2025, help="seed of every random draw")
+    d.add_argument("--seed", type=_seed, default=2025, help="seed of every random draw")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_demo)
 
-    b = commands.add_parser(
+    b = add_command(
         "bench",
         help="benchmarks: `bench quality` scores the toy model against exact ground truth",
         description="Run a benchmark. quality: the toy model on held-out moving clips, every toy style, "
@@ -176,12 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_quality_arguments(b)
     b.set_defaults(func=cmd_bench)
 
-    st = commands.add_parser("styles", help="list the style presets")
+    st = add_command("styles", help="list the style presets")
     st.set_defaults(func=cmd_styles)
 
-    t = commands.add_parser("make-tiny-model", help="write a tiny random Wan2.1-VACE model folder (for smoke tests)")
+    t = add_command("make-tiny-model", help="write a tiny random Wan2.1-VACE model folder (for smoke tests)")
     t.add_argument("directory", help="folder to create")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0)
     t.set_defaults(func=cmd_make_tiny_model)
     return parser
 
@@ -195,6 +215,15 @@ def cmd_styles(args) -> int:
     return 0
 
 
+def _quiet_libraries() -> None:
+    """No progress bars from diffusers and transformers (model loading, shard writing)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
 def cmd_train(args) -> int:
     from .train_config import resolve_config
 
@@ -203,6 +232,8 @@ def cmd_train(args) -> int:
         print(config.to_yaml(), end="")
         return 0
     config.check()
+    if args.quiet:
+        _quiet_libraries()
     from .training import train
 
     result = train(config, progress=not args.quiet)
@@ -383,11 +414,7 @@ def cmd_stylize(args) -> int:
         raise PickStyleError("--offload sequential needs a GPU (--device cuda)")
 
     if args.quiet:
-        from diffusers.utils import logging as diffusers_logging
-        from transformers.utils import logging as transformers_logging
-
-        diffusers_logging.disable_progress_bar()
-        transformers_logging.disable_progress_bar()
+        _quiet_libraries()
     from .pipeline import load_pipeline
 
     pipe = load_pipeline(args.model, dtype)
@@ -450,28 +477,54 @@ def cmd_stylize(args) -> int:
     return 0
 
 
+def describe_failure(err: BaseException) -> str:
+    """One line for an unexpected exception: its type, its message (first line, at most 300
+    characters; an OSError's file included) and the last place in pickstyle it passed through."""
+    import traceback
+
+    text = " ".join(str(err).split()) or "(no message)"
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
+        text += f": {err.filename}"
+    text = text if len(text) <= 300 else text[:297] + "..."
+    frames = traceback.extract_tb(err.__traceback__)
+    ours = [f for f in frames if f"{os.sep}pickstyle{os.sep}" in f.filename] or frames
+    where = f" (in {Path(ours[-1].filename).name}:{ours[-1].lineno}, {ours[-1].name})" if ours else ""
+    return f"{type(err).__name__}: {text}{where}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand. Exit codes: 0 done, 2 bad input (one line naming it), 1 an unexpected
+    failure (one line; --debug or PICKSTYLE_DEBUG=1 print the traceback), 130 interrupted."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    debug = args.debug or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
     try:
         return args.func(args)
     except PickStyleError as err:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
         print(f"pickstyle {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:
-        if type(err).__name__ != "OutOfMemoryError":
-            raise
-        print(
-            f"pickstyle {args.command}: error: out of GPU memory; try --offload model, a smaller --size or fewer --frames",
-            file=sys.stderr,
-        )
-        return 1
     except KeyboardInterrupt:
         print(f"pickstyle {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        if type(err).__name__ == "OutOfMemoryError":
+            print(f"pickstyle {args.command}: error: out of GPU memory; try --offload model, a smaller --size or fewer --frames",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        hint = "" if debug else f"; for the traceback run again with --debug or {DEBUG_ENV}=1"
+        print(f"pickstyle {args.command}: failed: {describe_failure(err)}{hint}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """The one exception type for bad user input: the CLI prints its message and exits with code 2."""
 
+SEED_LIMIT = 2**64  # torch's generators take seeds in [0, 2^64)
+
 
 class PickStyleError(ValueError):
     """Bad input (a file, key or value at fault), with a one-line message that names it."""

@@ -44,6 +44,15 @@ SETTING_TYPES = {
 STYLE_SETTING_KEYS = ("skip", "text_scale", "context_scale", "lead_in", "guidance_end", "negative_prompt", "steps", "samples")  # what "style_settings" may set per style
 
 
+def compute_dtype(transformer) -> torch.dtype:
+    """The dtype a Wan transformer computes in, as diffusers takes it (`ModelMixin.dtype`: the first
+    parameter outside `_keep_in_fp32_modules`, or a layerwise-casting hook's compute dtype), through
+    a DDP or FSDP wrapper (`.module`). Never the first parameter's: `scale_shift_table` stays fp32."""
+    transformer = getattr(transformer, "module", transformer)
+    dtype = getattr(transformer, "dtype", None)
+    return dtype if isinstance(dtype, torch.dtype) else transformer.patch_embedding.weight.dtype
+
+
 class PickStylePipeline(WanVACEPipeline):
     """Stylise a video with Wan2.1-VACE, a context-style adapter and CS-CFG.
 
@@ -153,7 +162,7 @@ class PickStylePipeline(WanVACEPipeline):
     def _predict(self, latents, t, branches, context_scale, attention_kwargs, batched):
         """Velocity predictions f(x, t; text, context), one per (text, context) in `branches`,
         as separate passes or as one batch; float32, shape of `latents`."""
-        x = latents.to(self.transformer.dtype)
+        x = latents.to(compute_dtype(self.transformer))
 
         def forward(xs, texts, contexts):
             return self.transformer(
@@ -269,7 +278,7 @@ class PickStylePipeline(WanVACEPipeline):
         self._attention_kwargs = attention_kwargs
         self._interrupt = False
         device = self._execution_device
-        dtype = self.transformer.dtype
+        dtype = compute_dtype(self.transformer)
 
         # 1. Source frames: pick num_frames over the clip, resize to cover (height, width), crop;
         # then the lead-in, frames L..1 mirrored before frame 0.

@@ -101,12 +101,22 @@ def build_tiny_components(seed: int = 0) -> dict:
     }
 
 
-def save_tiny_model(path: str | os.PathLike, seed: int = 0) -> Path:
-    """Write a tiny random Wan2.1-VACE model as a diffusers folder at `path` and return it."""
+def save_tiny_model(path: str | os.PathLike, seed: int = 0, dtype: torch.dtype = torch.float32) -> Path:
+    """Write a tiny random Wan2.1-VACE model as a diffusers folder at `path` and return it; with
+    `dtype` bf16 or fp16 every weight is stored in it (the modules diffusers keeps in fp32 too)."""
     from diffusers import WanVACEPipeline
+    from diffusers.utils import logging
 
     path = Path(path)
-    WanVACEPipeline(**build_tiny_components(seed)).save_pretrained(path)
+    components = build_tiny_components(seed)
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # diffusers warns that .to() casts its fp32 modules too: that is the point
+    try:
+        for name in ("transformer", "vae", "text_encoder"):
+            components[name].to(dtype)
+    finally:
+        logging.set_verbosity(verbosity)
+    WanVACEPipeline(**components).save_pretrained(path)
     return path
 
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import PickStyleError
+from .errors import SEED_LIMIT, PickStyleError
 
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
@@ -87,6 +87,8 @@ class TrainConfig:
         for name in ("rank", "grad_accum", "max_steps", "log_every", "validation_steps", "max_sequence_length"):
             if getattr(self, name) < 1:
                 raise PickStyleError(f"{name}: {getattr(self, name)} must be at least 1")
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise PickStyleError(f"seed: {self.seed} must be in [0, 2^64)")
         for name in ("alpha", "lr", "shift"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):

@@ -62,7 +62,9 @@ def flow_matching_loss(transformer, x0, context, text, sigma, timestep, weight, 
     sigma, timestep, weight: scalars (tensors), one for the batch, or [B], one per clip (the mean
     of the clips' weighted MSEs).
     """
-    dtype = next(p.dtype for name, p in transformer.named_parameters() if "lora_" not in name)  # the base's
+    from .pipeline import compute_dtype
+
+    dtype = compute_dtype(transformer)
     sigma = sigma.reshape(-1, *[1] * (x0.dim() - 1))
     x_t = (1 - sigma) * x0 + sigma * noise
     pred = transformer(
@@ -392,7 +394,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 
 def _validation_video(pipe, transformer, config: TrainConfig, embeddings, path: Path) -> None:
     """Stylise the configured clip with the adapter as it is now; write it to `path`."""
-    from .pipeline import WAN_NEGATIVE_PROMPT
+    from .pipeline import WAN_NEGATIVE_PROMPT, compute_dtype
     from .schedulers import make_scheduler
     from .video import read_video, write_video
 
@@ -400,7 +402,7 @@ def _validation_video(pipe, transformer, config: TrainConfig, embeddings, path: 
     pipe.scheduler = make_scheduler("dpm++", 16.0)
     transformer.eval()
     device = next(transformer.parameters()).device
-    dtype = transformer.dtype
+    dtype = compute_dtype(transformer)
     result = pipe(
         video=frames,
         prompt_embeds=_padded(embeddings[config.validation_prompt], config.max_sequence_length, device, dtype),
