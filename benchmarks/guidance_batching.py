@@ -15,9 +15,9 @@ import time
 import numpy as np
 import torch
 
-from pickstyle.pipeline import load_pipeline
+from pickstyle.pipeline.pipeline import load_pipeline
 from pickstyle.testing import save_tiny_model
-from pickstyle.video import parse_size
+from pickstyle.video.io import parse_size
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from pickstyle.errors import PickStyleError
-from pickstyle.quality import add_quality_arguments, run_quality_benchmark
+from pickstyle.toy.quality import add_quality_arguments, run_quality_benchmark
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

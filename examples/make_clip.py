@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pickstyle.video import write_video
+from pickstyle.video.io import write_video
 
 
 def make_clip(num_frames: int = 33, height: int = 144, width: int = 256) -> np.ndarray:

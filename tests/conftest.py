@@ -1,5 +1,7 @@
 """Shared fixtures: a tiny random Wan2.1-VACE stack, built offline in code."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -18,6 +20,14 @@ def tiny_model_dir_bf16(tmp_path_factory):
     import torch
 
     return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-wan-vace-bf16", dtype=torch.bfloat16)
+
+
+@pytest.fixture
+def private_model_dir(tiny_model_dir, tmp_path):
+    """A copy of the tiny model folder for one test, which may write its pickstyle.json."""
+    import shutil
+
+    return Path(shutil.copytree(tiny_model_dir, tmp_path / "private-model"))
 
 
 @pytest.fixture

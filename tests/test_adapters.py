@@ -8,19 +8,30 @@ import re
 import pytest
 import torch
 
-from pickstyle.adapters import (
+from pickstyle.pipeline.adapters import (
     TARGETS,
-    adapter_num_parameters,
     adapter_state_dict,
     add_style_adapter,
     convert_authors_state_dict,
     export_authors_format,
     init_style_adapter,
     load_style_adapter,
-    lora_module_names,
     save_style_adapter,
 )
 from pickstyle.errors import PickStyleError
+
+
+def lora_module_names(transformer, adapter_name: str | None = None) -> list[str]:
+    """Names of the modules that carry a LoRA (of `adapter_name`, or of any adapter)."""
+    from peft.tuners.lora import LoraLayer
+
+    return [name for name, module in transformer.named_modules()
+            if isinstance(module, LoraLayer) and (adapter_name is None or adapter_name in module.lora_A)]  # fmt: skip
+
+
+def adapter_num_parameters(dim: int, num_vace_blocks: int, rank: int, num_projections: int) -> int:
+    """blocks x projections x (A [r, dim] + B [dim, r]): the sizes the docs quote."""
+    return num_vace_blocks * num_projections * 2 * rank * dim
 
 DIM = 24  # tiny transformer: 2 heads x 12
 NUM_VACE = 2  # vace_layers [0, 2]

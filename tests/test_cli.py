@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from pickstyle.adapters import add_style_adapter, export_authors_format, save_style_adapter
+from pickstyle.pipeline.adapters import add_style_adapter, export_authors_format, save_style_adapter
 from pickstyle.cli import main
-from pickstyle.styles import STYLE_PRESETS
+from pickstyle.pipeline.styles import STYLE_PRESETS
 from pickstyle.testing import build_tiny_components
-from pickstyle.video import read_video, write_video
+from pickstyle.video.io import read_video, write_video
 
 from .conftest import moving_square_video
 
@@ -50,8 +50,8 @@ def test_help_and_version_do_not_import_torch():
 
 
 def test_stylize_deflicker_smooths_the_output_along_the_source(tiny_model_dir, source_video, tmp_path, capsys):
-    from pickstyle.deflicker import deflicker
-    from pickstyle.metrics import warp_error
+    from pickstyle.video.postprocess import deflicker
+    from pickstyle.eval.metrics import warp_error
 
     plain, smooth = tmp_path / "plain.mp4", tmp_path / "smooth.mp4"
     assert _stylize(tiny_model_dir, source_video, plain.with_suffix(".gif"), "--frames", "9") == 0
@@ -272,7 +272,7 @@ def test_eval_bad_inputs(tmp_path, capsys):
     assert not (tmp_path / "s.txt").exists()
 
 
-BOOM = "import sys, pickstyle.video as v\n" \
+BOOM = "import sys, pickstyle.video.io as v\n" \
        "def boom(*a, **k): raise RuntimeError('Input type (float) and bias type (c10::BFloat16) should be the same')\n" \
        "v.read_video = boom\nfrom pickstyle.cli import main\nsys.exit(main(sys.argv[1:]))\n"  # fmt: skip
 
@@ -334,7 +334,7 @@ def test_seeds_outside_0_to_2_64_are_input_errors(tiny_model_dir, source_video, 
 
 def test_the_small_commands_with_only_their_required_arguments(source_video, tmp_path, capsys):
     """make-tiny-model, clips and eval as a new user first types them (stylize, demo, train: elsewhere)."""
-    from pickstyle.pipeline import load_pipeline
+    from pickstyle.pipeline.pipeline import load_pipeline
 
     model = tmp_path / "tiny-model"
     assert main(["make-tiny-model", str(model)]) == 0
@@ -353,8 +353,8 @@ def test_the_small_commands_with_only_their_required_arguments(source_video, tmp
 def test_stylize_in_bf16_on_a_bf16_folder_with_a_bf16_trained_adapter_and_every_speed_option(
     tiny_model_dir_bf16, source_video, tmp_path
 ):
-    from pickstyle.train_config import TrainConfig
-    from pickstyle.training import train
+    from pickstyle.train.config import TrainConfig
+    from pickstyle.train.trainer import train
 
     pairs = Path(__file__).parent.parent / "examples" / "pairs"
     config = TrainConfig(model=str(tiny_model_dir_bf16), data=[str(pairs)], output=str(tmp_path / "run"), height=32,

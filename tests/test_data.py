@@ -1,4 +1,4 @@
-"""Tests for pickstyle.data: the three dataset layouts, problem reports, and image tensors.
+"""Tests for pickstyle.train.data: the three dataset layouts, problem reports, and image tensors.
 
 Every image is tiny and a solid colour that encodes (index, kind), so a test can tell which
 source went with which target after loading.
@@ -14,11 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pickstyle.data import (
+from pickstyle.train.data import (
     NOT_A_DATASET,
     DatasetReport,
     Pair,
-    PairDataset,
     load_datasets,
     load_image,
     load_image_pair,
@@ -459,29 +458,3 @@ def test_colour_modes_and_errors(tmp_path):
         load_image(tmp_path / "gone.png", 8, 8)
     with pytest.raises(PickStyleError, match="height=0"):
         load_image(tmp_path / "grey.png", 0, 8)
-    with pytest.raises(PickStyleError, match="width"):
-        PairDataset([], 8, 8.0)
-
-
-def test_pair_dataset_items(tmp_path):
-    root = make_v2(tmp_path / "v2", styles=("LEGO",))
-    pairs = load_pairs(root)
-    ds = PairDataset(pairs, 16, 24)
-    assert len(ds) == 3
-    item = ds[1]
-    assert set(item) == {"source", "target", "prompt", "index"}
-    assert item["source"].shape == item["target"].shape == (3, 16, 24)
-    assert item["source"].dtype == torch.float32 and item["index"] == 1
-    assert item["prompt"] == pairs[1].prompt
-    # solid colours survive resizing: the source of pair 1 is colour(1, 0)
-    expected = torch.tensor(colour(1, 0), dtype=torch.float32)
-    assert torch.allclose(to01(item["source"][:, 0, 0]) * 255, expected, atol=0.5)
-    again = ds[1]
-    assert torch.equal(again["source"], item["source"]) and torch.equal(again["target"], item["target"])
-    assert ds[-1]["index"] == 2
-    with pytest.raises(IndexError):
-        ds[3]
-    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
-    assert batch["source"].shape == (2, 3, 16, 24)
-    assert batch["prompt"] == [pairs[0].prompt, pairs[1].prompt]
-    assert batch["index"].tolist() == [0, 1]

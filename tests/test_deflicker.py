@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from pickstyle.deflicker import deflicker
+from pickstyle.video.postprocess import deflicker
 from pickstyle.errors import PickStyleError
-from pickstyle.metrics import warp_error
-from pickstyle.quality import psnr
+from pickstyle.eval.metrics import warp_error
+from pickstyle.toy.quality import psnr
 
 
 def _textured(height, width, seed=0):

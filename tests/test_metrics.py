@@ -7,10 +7,12 @@ import cv2
 import numpy as np
 import pytest
 
-from pickstyle import metrics as M
+from pickstyle.eval import metrics as M
+from pickstyle.eval import models
+from pickstyle.video import align, flow
 from pickstyle.errors import PickStyleError
 from pickstyle.testing import build_tiny_clip, build_tiny_dino
-from pickstyle.video import write_video
+from pickstyle.video.io import write_video
 
 # Per-frame shifts (dx, dy) in pixels: the motion varies from frame to frame.
 SHIFTS = [(2, 0), (0, 2), (-2, 1), (1, -2), (3, 0), (0, -1), (-1, -1)]
@@ -58,12 +60,12 @@ def clean(video):
 
 def test_flow_recovers_a_known_shift():
     v = moving_video([(2, 1)] * 4)
-    fwd = M.video_flow(v)[:, 8:-8, 8:-8]
-    bwd = M.video_flow(v, backward=True)[:, 8:-8, 8:-8]
+    fwd = flow.video_flow(v)[:, 8:-8, 8:-8]
+    bwd = flow.video_flow(v, backward=True)[:, 8:-8, 8:-8]
     assert fwd.shape == (4, 48, 80, 2)
     assert np.allclose(fwd.reshape(-1, 2).mean(0), [2, 1], atol=0.3)
     assert np.allclose(bwd.reshape(-1, 2).mean(0), [-2, -1], atol=0.3)
-    farneback = M.optical_flow(v[0], v[1], method="farneback")[8:-8, 8:-8]
+    farneback = flow.optical_flow(v[0], v[1], method="farneback")[8:-8, 8:-8]
     assert np.allclose(farneback.reshape(-1, 2).mean(0), [2, 1], atol=0.3)
 
 
@@ -126,14 +128,14 @@ def test_metrics_ranges_and_bad_input(video):
 
 def test_align_videos_arrays(video):
     small = np.ascontiguousarray(video[::2, ::2, ::2])  # 4 frames, 48x32
-    sty, src, notes = M.align_videos(small, video)
+    sty, src, notes = align.align_videos(small, video)
     assert sty.shape == src.shape == (4, 32, 48, 3)
     assert np.array_equal(sty, small)
     assert any("4 frames" in n and "8" in n for n in notes)
     assert any("resized source 96x64 -> 48x32" in n for n in notes)
-    same = M.align_videos(video, video)
+    same = align.align_videos(video, video)
     assert same[2] == [] and same[0].shape == video.shape
-    sty, src, notes = M.align_videos(video, video[:, :, :95], size=(40, 60))
+    sty, src, notes = align.align_videos(video, video[:, :, :95], size=(40, 60))
     assert sty.shape == src.shape == (8, 40, 60, 3)
     assert any("aspect" in n for n in notes)
 
@@ -143,7 +145,7 @@ def test_load_pair_different_length_size_and_fps(tmp_path, video):
     src_path, sty_path = tmp_path / "source.mp4", tmp_path / "stylised.mp4"
     write_video(src_path, long, fps=24.0)
     write_video(sty_path, np.ascontiguousarray(video[:, :32, :48]), fps=16.0)  # 8 frames, 48x32
-    src, sty, notes = M.load_pair(src_path, sty_path)
+    src, sty, notes = align.load_pair(src_path, sty_path)
     assert src.shape == sty.shape == (8, 32, 48, 3)
     text = " | ".join(notes)
     assert "stylised has 8 frames, source 12" in text
@@ -152,7 +154,7 @@ def test_load_pair_different_length_size_and_fps(tmp_path, video):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"this is not a video" * 10)
     with pytest.raises(PickStyleError, match="broken.mp4") as err:
-        M.load_pair(src_path, bad)
+        align.load_pair(src_path, bad)
     assert "\n" not in str(err.value)
     with pytest.raises(PickStyleError, match="missing.mp4"):
         M.evaluate(tmp_path / "missing.mp4", sty_path)
@@ -203,14 +205,14 @@ def test_registry_and_custom_metric(video):
 
 def test_resolve_true_style():
     styles = ["anime", "3d chibi", "chibi", "clay"]
-    assert M.resolve_true_style(styles, prompt="3D Chibi style. a girl") == 1
-    assert M.resolve_true_style(styles, prompt="a clay figure, anime-like") == 0  # the longest name found wins
-    assert M.resolve_true_style(styles, true_style="Clay") == 3
-    assert M.resolve_true_style(styles, true_style=2) == 2
+    assert models.resolve_true_style(styles, prompt="3D Chibi style. a girl") == 1
+    assert models.resolve_true_style(styles, prompt="a clay figure, anime-like") == 0  # the longest name found wins
+    assert models.resolve_true_style(styles, true_style="Clay") == 3
+    assert models.resolve_true_style(styles, true_style=2) == 2
     with pytest.raises(PickStyleError, match="names none"):
-        M.resolve_true_style(styles, prompt="lego style")
+        models.resolve_true_style(styles, prompt="lego style")
     with pytest.raises(PickStyleError, match="not one of"):
-        M.resolve_true_style(styles, true_style="lego")
+        models.resolve_true_style(styles, true_style="lego")
 
 
 # ---------------------------------------------------------------- CLIP and DINO (tiny random folders)
@@ -224,44 +226,44 @@ def model_dirs(tmp_path_factory):
 
 def test_clip_metrics(model_dirs, video):
     clip = model_dirs["clip"]
-    score = M.clip_score(video, "anime style. a man boxing", clip)
+    score = models.clip_score(video, "anime style. a man boxing", clip)
     assert math.isfinite(score) and 0 <= score <= 100
-    assert M.clip_consistency(np.repeat(video[:1], 4, axis=0), clip) == pytest.approx(1.0, abs=1e-5)
-    consistency = M.clip_consistency(video, clip)
+    assert models.clip_consistency(np.repeat(video[:1], 4, axis=0), clip) == pytest.approx(1.0, abs=1e-5)
+    consistency = models.clip_consistency(video, clip)
     assert -1 <= consistency <= 1 + 1e-6
     styles = ["anime", "pixar", "clay", "lego"]
-    r = M.clip_r_precision(video, styles, 2, clip)
+    r = models.clip_r_precision(video, styles, 2, clip)
     assert set(r) == {"top1", "top2", "top3"} and all(v in (0.0, 1.0) for v in r.values())
     assert r["top1"] <= r["top2"] <= r["top3"]
     # the four ranks of the four styles: exactly one is first, two in the top 2, three in the top 3
-    ranks = [M.clip_r_precision(video, styles, i, clip) for i in range(4)]
+    ranks = [models.clip_r_precision(video, styles, i, clip) for i in range(4)]
     assert [sum(x[f"top{k}"] for x in ranks) for k in (1, 2, 3)] == [1, 2, 3]
 
 
 def test_dino_structure(model_dirs, video):
     dino = model_dirs["dino"]
     other = moving_video(SHIFTS, seed=5)
-    assert M.dino_structure(video, video, dino) == 0.0
-    d_ab, d_ba = M.dino_structure(video, other, dino), M.dino_structure(other, video, dino)
+    assert models.dino_structure(video, video, dino) == 0.0
+    d_ab, d_ba = models.dino_structure(video, other, dino), models.dino_structure(other, video, dino)
     assert 0 < d_ab <= 4 and d_ab == pytest.approx(d_ba, rel=1e-6)
 
 
 def test_model_folder_errors(model_dirs, tmp_path, video):
     with pytest.raises(PickStyleError, match="tiny-dino.*model_type 'dinov2' is not a CLIP model"):
-        M.clip_score(video, "a prompt", model_dirs["dino"])
+        models.clip_score(video, "a prompt", model_dirs["dino"])
     with pytest.raises(PickStyleError, match="tiny-clip.*not a DINO model"):
-        M.dino_structure(video, video, model_dirs["clip"])
+        models.dino_structure(video, video, model_dirs["clip"])
     with pytest.raises(PickStyleError, match="no-such-clip: no such CLIP folder"):
-        M.clip_consistency(video, tmp_path / "no-such-clip")
+        models.clip_consistency(video, tmp_path / "no-such-clip")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(PickStyleError, match="empty: no config.json"):
-        M.load_dino(empty)
+        models.load_dino(empty)
     broken = tmp_path / "broken-clip"
     broken.mkdir()
     (broken / "config.json").write_text(json.dumps({"model_type": "clip"}))
     with pytest.raises(PickStyleError, match="broken-clip: cannot load the CLIP model") as err:
-        M.load_clip(broken)
+        models.load_clip(broken)
     assert "\n" not in str(err.value)
 
 
@@ -269,7 +271,7 @@ def test_evaluate_with_models_loads_each_once(model_dirs, tmp_path, video, monke
     src_path, sty_path = tmp_path / "src.mp4", tmp_path / "out.mp4"
     write_video(src_path, video, fps=16.0)
     write_video(sty_path, video[..., ::-1].copy(), fps=16.0)
-    M.clear_model_cache()
+    monkeypatch.setattr(models, "_MODELS", {})  # a fresh cache
     from transformers import CLIPModel
 
     loads = []

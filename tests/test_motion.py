@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from pickstyle.errors import PickStyleError
-from pickstyle.motion import (
+from pickstyle.train.motion import (
     MOTIONS,
     Motion,
     apply_motion,
@@ -327,8 +327,6 @@ def test_bad_arguments():
         crop_box("zoom_in", 5, 5, H, W, zoom=1.5, shift=0)
     with pytest.raises(PickStyleError, match="height"):
         sample_motion(torch.Generator(), 0, 10)
-    for err in (PickStyleError("x"),):
-        assert isinstance(err, ValueError)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from pickstyle.cli import main
-from pickstyle.toy import DEMO_CLIP, STYLES
-from pickstyle.video import read_video
+from pickstyle.toy.model import DEMO_CLIP
+from pickstyle.toy.scenes import STYLES
+from pickstyle.video.io import read_video
 
 from .conftest import moving_square_video
 
@@ -25,16 +26,16 @@ EVERY_OPTION_CHECKSUM = "8d98e05735da0b90"
 @pytest.fixture
 def written(monkeypatch):
     """The checksum of each (frames, fps) the CLI writes, in order; the files are written as usual."""
-    import pickstyle.video
+    import pickstyle.video.io
 
-    checksums, write = [], pickstyle.video.write_video
+    checksums, write = [], pickstyle.video.io.write_video
 
     def recording(path, frames, fps=16.0):
         frames = np.ascontiguousarray(frames)
         checksums.append(hashlib.sha256(frames.tobytes() + repr((frames.shape, fps)).encode()).hexdigest()[:16])
         return write(path, frames, fps=fps)
 
-    monkeypatch.setattr(pickstyle.video, "write_video", recording)
+    monkeypatch.setattr(pickstyle.video.io, "write_video", recording)
     return checksums
 
 
@@ -47,7 +48,7 @@ def test_the_toy_models_stylize_of_the_demo_clip_is_unchanged(style, tmp_path, w
 
 
 def test_a_tiny_model_stylize_with_every_option_is_unchanged(tiny_model_dir, tmp_path, written):
-    from pickstyle.adapters import add_style_adapter, save_style_adapter
+    from pickstyle.pipeline.adapters import add_style_adapter, save_style_adapter
     from pickstyle.testing import build_tiny_components
 
     transformer = build_tiny_components()["transformer"]

@@ -9,9 +9,9 @@ from diffusers import WanVACEPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
 from pickstyle import PickStyleError, PickStylePipeline
-from pickstyle.guidance import permute_context
-from pickstyle.pipeline import WAN_NEGATIVE_PROMPT
-from pickstyle.schedulers import make_scheduler
+from pickstyle.pipeline.guidance import permute_context
+from pickstyle.pipeline.pipeline import WAN_NEGATIVE_PROMPT
+from pickstyle.pipeline.schedulers import make_scheduler
 
 from .conftest import moving_square_video
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pickstyle.toy import STYLES, style_prompt
+from pickstyle.toy.scenes import STYLES, style_prompt
 
 from .conftest import moving_square_video
 
@@ -53,11 +53,10 @@ def test_styles_depend_on_the_content(scene):
 
 def test_prompt_format():
     assert style_prompt("night vision", "a red square") == "night vision style. a red square"
-    assert len(STYLES) >= 4
 
 
 def test_scene_clips_are_seeded_move_and_are_described():
-    from pickstyle.toy import COLOURS, make_scene_clip
+    from pickstyle.toy.scenes import COLOURS, make_scene_clip
 
     a, text_a = make_scene_clip(np.random.default_rng(5), 9, 64, 80)
     b, text_b = make_scene_clip(np.random.default_rng(5), 9, 64, 80)

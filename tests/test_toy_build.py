@@ -11,7 +11,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parents[1] / "toy"))
 import build  # noqa: E402
 
-from pickstyle.toy import luma  # noqa: E402
+from pickstyle.toy.scenes import luma  # noqa: E402
 
 
 def test_online_clips_are_deterministic_plain_or_styled_with_a_mask_of_a_sixteenth_to_a_quarter():
@@ -250,9 +250,10 @@ def test_refine_last_rates_each_styles_best_setting_as_the_mean_of_more_samples(
 
 
 def test_rater_scores_the_bundled_model_and_names_the_style_each_output_is_nearest_after_its_own(tmp_path, monkeypatch):
-    from pickstyle.quality import psnr
-    from pickstyle.schedulers import make_scheduler
-    from pickstyle.toy import STYLES, load_toy_pipeline, make_scene_clip, style_prompt, toy_stylize
+    from pickstyle.toy.quality import psnr
+    from pickstyle.pipeline.schedulers import make_scheduler
+    from pickstyle.toy.model import load_toy_pipeline, toy_stylize
+    from pickstyle.toy.scenes import STYLES, make_scene_clip, style_prompt
 
     monkeypatch.setattr(build, "WORK", tmp_path)  # a fresh clone: the bundled base and adapter
     (tmp_path / "base").mkdir()
@@ -304,10 +305,10 @@ def test_tune_resumes_only_rows_rated_with_the_same_weights_and_sampler(tmp_path
 def test_rated_adapter_is_the_trained_one_else_the_bundled_one_and_the_rating_id_follows_adapter_and_base(tmp_path, monkeypatch):
     import hashlib
 
-    import pickstyle.toy
+    import pickstyle.toy.model
 
     monkeypatch.setattr(build, "WORK", tmp_path)
-    bundled = pickstyle.toy.TOY_MODEL / "adapter"
+    bundled = pickstyle.toy.model.TOY_MODEL / "adapter"
     assert build.rated_adapter() == bundled  # a fresh clone: nothing trained
     bundled_hash = hashlib.sha256((bundled / "pytorch_lora_weights.safetensors").read_bytes()).hexdigest()
     assert build.rating_id(build.rated_adapter()) == bundled_hash[:12]  # no base weights here yet
@@ -325,7 +326,7 @@ def test_rated_adapter_is_the_trained_one_else_the_bundled_one_and_the_rating_id
     decoder.write_bytes(b"decoder two")  # a fine-tuned decoder: the same adapter, other outputs
     assert len({second, with_base, build.rating_id(path.parent)}) == 3
     path.unlink()
-    monkeypatch.setattr(pickstyle.toy, "TOY_MODEL", tmp_path / "no-model")
+    monkeypatch.setattr(pickstyle.toy.model, "TOY_MODEL", tmp_path / "no-model")
     with pytest.raises(SystemExit, match="adapter is missing: run `python toy/build.py adapter` first"):
         build.rated_adapter()
 
@@ -333,7 +334,7 @@ def test_rated_adapter_is_the_trained_one_else_the_bundled_one_and_the_rating_id
 def test_base_model_is_written_from_the_bundled_weights_in_a_fresh_clone(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from pickstyle.toy import TOY_MODEL
+    from pickstyle.toy.model import TOY_MODEL
 
     monkeypatch.setattr(build, "WORK", tmp_path)
     assert not (build.base_model() / "model_index.json").exists()  # no base trained: nothing to write
@@ -356,18 +357,18 @@ def test_refine_without_a_tune_says_to_run_it(tmp_path, monkeypatch):
 def test_export_in_a_fresh_clone_keeps_the_bundled_adapters_and_the_same_base(tmp_path, monkeypatch):
     import shutil
 
-    import pickstyle.toy
+    import pickstyle.toy.model
     from safetensors.torch import load_file
 
-    bundled, assets = pickstyle.toy.ASSETS, tmp_path / "assets"
+    bundled, assets = pickstyle.toy.model.ASSETS, tmp_path / "assets"
     shutil.copytree(bundled, assets)
-    monkeypatch.setattr(pickstyle.toy, "ASSETS", assets)
-    monkeypatch.setattr(pickstyle.toy, "TOY_MODEL", assets / pickstyle.toy.TOY_MODEL.name)
-    monkeypatch.setattr(pickstyle.toy, "DEMO_CLIP", assets / pickstyle.toy.DEMO_CLIP.name)
+    monkeypatch.setattr(pickstyle.toy.model, "ASSETS", assets)
+    monkeypatch.setattr(pickstyle.toy.model, "TOY_MODEL", assets / pickstyle.toy.model.TOY_MODEL.name)
+    monkeypatch.setattr(pickstyle.toy.model, "DEMO_CLIP", assets / pickstyle.toy.model.DEMO_CLIP.name)
     monkeypatch.setattr(build, "WORK", tmp_path / "work")
     (tmp_path / "work" / "base").mkdir(parents=True)
     (tmp_path / "work" / "base" / "state.json").write_text("{}")  # a base was trained; its weights are not here
-    model = assets / pickstyle.toy.TOY_MODEL.name
+    model = assets / pickstyle.toy.model.TOY_MODEL.name
     before = {p.relative_to(assets): p.read_bytes() for p in assets.rglob("*.safetensors")}
     build.export(dict(build.TOY_SETTINGS, steps=7))
     after = {p.relative_to(assets): p for p in assets.rglob("*.safetensors")}

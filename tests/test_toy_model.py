@@ -9,10 +9,11 @@ import pytest
 
 from pickstyle.cli import main
 from pickstyle.errors import PickStyleError
-from pickstyle.pipeline import SETTINGS_FILE, model_settings
-from pickstyle.quality import ROWS, benchmark_clips, criteria, psnr, run_quality_benchmark, run_rows, score
-from pickstyle.toy import DEMO_CLIP, STYLES, TOY_MODEL, load_toy_pipeline, style_prompt, toy_stylize
-from pickstyle.video import read_video
+from pickstyle.pipeline.pipeline import SETTINGS_FILE, model_settings
+from pickstyle.toy.quality import ROWS, benchmark_clips, criteria, psnr, run_quality_benchmark, run_rows, score
+from pickstyle.toy.model import DEMO_CLIP, TOY_MODEL, load_toy_pipeline, toy_stylize
+from pickstyle.toy.scenes import STYLES, style_prompt
+from pickstyle.video.io import read_video
 
 
 @pytest.fixture(scope="module")
@@ -117,25 +118,25 @@ def test_model_settings_errors_name_the_file_and_key(tmp_path):
     assert model_settings(str(tmp_path)) == {"steps": 7, "text_scale": 3}
 
 
-def test_flags_override_the_model_settings(tiny_model_dir, tmp_path, capsys):
-    (tiny_model_dir / SETTINGS_FILE).write_text(json.dumps({"steps": 3, "size": "32x32", "shift": 2.0, "fps": 5.0}))
+def test_flags_override_the_model_settings(private_model_dir, tmp_path, capsys):
+    (private_model_dir / SETTINGS_FILE).write_text(json.dumps({"steps": 3, "size": "32x32", "shift": 2.0, "fps": 5.0}))
     try:
         src = DEMO_CLIP
         out = tmp_path / "a.mp4"
-        assert main(["stylize", str(src), "-p", "x", "-o", str(out), "--model", str(tiny_model_dir), "--frames", "5",
+        assert main(["stylize", str(src), "-p", "x", "-o", str(out), "--model", str(private_model_dir), "--frames", "5",
                      "--quiet", "--shift", "4"]) == 0  # fmt: skip
         printed = capsys.readouterr().out
         assert "5 frames at 32x32, 3 steps" in printed and "shift 4" in printed
         assert read_video(out)[1] == pytest.approx(5)
     finally:
-        (tiny_model_dir / SETTINGS_FILE).unlink()
+        (private_model_dir / SETTINGS_FILE).unlink()
 
 
-def test_a_models_per_style_settings_apply_to_prompts_in_that_style_unless_a_flag_says(tiny_model_dir, tmp_path, capsys):
+def test_a_models_per_style_settings_apply_to_prompts_in_that_style_unless_a_flag_says(private_model_dir, tmp_path, capsys):
     settings = {"steps": 4, "size": "32x32", "skip": 8, "text_scale": 3,
                 "style_settings": {"Night Vision": {"skip": 0, "text_scale": 7}, "sepia": {"skip": 12, "context_scale": 1.5},
                                    "thermal": {"lead_in": 4, "steps": 8}, "sketch": {"guidance_end": 0.5, "samples": 2}, "blueprint": {"negative_prompt": "sepia style."}}}
-    (tiny_model_dir / SETTINGS_FILE).write_text(json.dumps(settings))
+    (private_model_dir / SETTINGS_FILE).write_text(json.dumps(settings))
     try:
         for prompt, extra, expected in [
             ("night vision style. a ring", [], "(skip 0), cs-cfg w_t=7 w_c=4"),
@@ -153,13 +154,13 @@ def test_a_models_per_style_settings_apply_to_prompts_in_that_style_unless_a_fla
             ("blueprint style. a ring", ["--negative-prompt", "blur"], "(skip 2), cs-cfg w_t=3 w_c=4 +APG, null text 'blur', dpm++"),
             ("sepia style. a ring", [], "(skip 2), cs-cfg w_t=3 w_c=1.5 +APG, dpm++"),
         ]:  # fmt: skip
-            argv = ["stylize", str(DEMO_CLIP), "-p", prompt, "-o", str(tmp_path / "a.mp4"), "--model", str(tiny_model_dir),
+            argv = ["stylize", str(DEMO_CLIP), "-p", prompt, "-o", str(tmp_path / "a.mp4"), "--model", str(private_model_dir),
                     "--frames", "5", "--quiet", *extra]  # fmt: skip
             assert main(argv) == 0
             steps = 8 if prompt.startswith("thermal") and "--steps" not in extra else 4
             assert f"{steps} steps {expected}" in capsys.readouterr().out, (prompt, extra)
     finally:
-        (tiny_model_dir / SETTINGS_FILE).unlink()
+        (private_model_dir / SETTINGS_FILE).unlink()
 
 
 def test_demo_writes_a_labelled_side_by_side_video(tmp_path, capsys):
@@ -200,8 +201,8 @@ def test_score_and_criteria_on_constructed_videos():
 
 
 def test_vae_round_trip_after_a_lead_in_is_the_tail_of_the_mirrored_clip(tiny_components):
-    from pickstyle.pipeline import PickStylePipeline
-    from pickstyle.toy import vae_round_trip
+    from pickstyle.pipeline.pipeline import PickStylePipeline
+    from pickstyle.toy.model import vae_round_trip
 
     from .conftest import moving_square_video
 
@@ -227,7 +228,6 @@ def test_quality_benchmark_runs_on_one_clip_and_one_style(tmp_path, capsys):
     assert saved["results"] == record["results"] and len(saved["criteria"]) == 3
     assert (tmp_path / "bench" / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| pickstyle |" in (tmp_path / "bench" / "results.md").read_text()
-    assert {r.name for r in ROWS} >= {"plain cfg", "zero null context", "static-clip adapter", "main-block adapter"}
 
 
 def _sepia_rows_at(model_dir, names, settings: dict) -> dict:
@@ -241,32 +241,32 @@ def _sepia_rows_at(model_dir, names, settings: dict) -> dict:
         (model_dir / SETTINGS_FILE).unlink()
 
 
-def test_the_deflicker_row_scores_the_pickstyle_rows_output_deflickered_without_stylising_it_again(tiny_model_dir, monkeypatch):
-    import pickstyle.toy
-    from pickstyle.deflicker import deflicker
+def test_the_deflicker_row_scores_the_pickstyle_rows_output_deflickered_without_stylising_it_again(private_model_dir, monkeypatch):
+    import pickstyle.toy.model
+    from pickstyle.video.postprocess import deflicker
 
     calls = []
-    monkeypatch.setattr(pickstyle.toy, "toy_stylize", lambda *args, **kw: calls.append(1) or toy_stylize(*args, **kw))
+    monkeypatch.setattr(pickstyle.toy.model, "toy_stylize", lambda *args, **kw: calls.append(1) or toy_stylize(*args, **kw))
     settings = {"steps": 4, "skip": 0, "text_scale": 3.0, "context_scale": 1.0}
-    rows = _sepia_rows_at(tiny_model_dir, ("pickstyle", "deflicker 0.5"), settings)
+    rows = _sepia_rows_at(private_model_dir, ("pickstyle", "deflicker 0.5"), settings)
     assert len(calls) == 1  # one clip, one style: the deflicker row reuses the pickstyle row's output
     ((frames, description),) = benchmark_clips(1, frames=5, size=32)
-    (tiny_model_dir / SETTINGS_FILE).write_text(json.dumps(settings))
+    (private_model_dir / SETTINGS_FILE).write_text(json.dumps(settings))
     try:
-        pipe, model_wide = load_toy_pipeline(tiny_model_dir)
+        pipe, model_wide = load_toy_pipeline(private_model_dir)
     finally:
-        (tiny_model_dir / SETTINGS_FILE).unlink()
+        (private_model_dir / SETTINGS_FILE).unlink()
     output = toy_stylize(pipe, model_wide, frames, style_prompt("sepia", description), 2025, num_inference_steps=4)
     truths = {name: np.stack([fn(f) for f in frames]) for name, fn in STYLES.items()}
     assert rows["pickstyle"]["sepia"] == pytest.approx(score(output, frames, truths, "sepia"), nan_ok=True)
     assert rows["deflicker 0.5"]["sepia"] == pytest.approx(score(deflicker(output, frames, 0.5), frames, truths, "sepia"), nan_ok=True)
 
 
-def test_the_one_setting_row_uses_the_model_wide_settings_instead_of_the_styles(tiny_model_dir):
+def test_the_one_setting_row_uses_the_model_wide_settings_instead_of_the_styles(private_model_dir):
     model_wide = {"steps": 4, "skip": 0, "text_scale": 3.0, "context_scale": 2.0}
 
     def run(settings):
-        return _sepia_rows_at(tiny_model_dir, ("pickstyle", "one setting for all"), settings)
+        return _sepia_rows_at(private_model_dir, ("pickstyle", "one setting for all"), settings)
 
     per_style = run({**model_wide, "style_settings": {"sepia": {"skip": 8, "text_scale": 1.0}}})
     assert per_style["pickstyle"]["sepia"] == run({**model_wide, "skip": 8, "text_scale": 1.0})["pickstyle"]["sepia"]
@@ -274,52 +274,52 @@ def test_the_one_setting_row_uses_the_model_wide_settings_instead_of_the_styles(
     assert per_style["pickstyle"]["sepia"]["psnr"] != per_style["one setting for all"]["sepia"]["psnr"]
 
 
-def test_a_styles_negative_prompt_is_its_null_text(tiny_model_dir):
+def test_a_styles_negative_prompt_is_its_null_text(private_model_dir):
     model_wide = {"steps": 4, "skip": 0, "text_scale": 3.0, "context_scale": 1.0}
 
     def run(settings):
-        return _sepia_rows_at(tiny_model_dir, ("pickstyle",), settings)["pickstyle"]["sepia"]
+        return _sepia_rows_at(private_model_dir, ("pickstyle",), settings)["pickstyle"]["sepia"]
 
     per_style = run({**model_wide, "style_settings": {"sepia": {"negative_prompt": "blueprint style."}}})
     assert per_style == run({**model_wide, "negative_prompt": "blueprint style."})
     assert per_style["psnr"] != run(model_wide)["psnr"]
 
 
-def test_a_styles_steps_are_its_sampling_steps_in_the_benchmark(tiny_model_dir):
+def test_a_styles_steps_are_its_sampling_steps_in_the_benchmark(private_model_dir):
     model_wide = {"steps": 4, "skip": 0, "text_scale": 3.0, "context_scale": 1.0}
 
     def run(settings):
-        return _sepia_rows_at(tiny_model_dir, ("pickstyle",), settings)["pickstyle"]["sepia"]
+        return _sepia_rows_at(private_model_dir, ("pickstyle",), settings)["pickstyle"]["sepia"]
 
     per_style = run({**model_wide, "style_settings": {"sepia": {"steps": 2}}})
     assert per_style == run({**model_wide, "steps": 2})
     assert per_style["psnr"] != run(model_wide)["psnr"]
 
 
-def test_the_no_lead_in_row_runs_the_styles_settings_without_their_lead_in(tiny_model_dir):
+def test_the_no_lead_in_row_runs_the_styles_settings_without_their_lead_in(private_model_dir):
     def run(lead_in):
         settings = {"steps": 4, "skip": 0, "text_scale": 3.0, "context_scale": 2.0, "style_settings": {"sepia": {"lead_in": lead_in}}}
-        return _sepia_rows_at(tiny_model_dir, ("pickstyle", "no lead-in"), settings)
+        return _sepia_rows_at(private_model_dir, ("pickstyle", "no lead-in"), settings)
 
     led, plain = run(4), run(0)
     assert led["no lead-in"]["sepia"] == plain["pickstyle"]["sepia"] == plain["no lead-in"]["sepia"]
     assert led["pickstyle"]["sepia"]["psnr"] != plain["pickstyle"]["sepia"]["psnr"]
 
 
-def test_a_styles_samples_are_averaged_and_the_one_sample_row_takes_one(tiny_model_dir):
+def test_a_styles_samples_are_averaged_and_the_one_sample_row_takes_one(private_model_dir):
     def run(samples):
         settings = {"steps": 4, "skip": 0, "text_scale": 3.0, "context_scale": 1.0, "style_settings": {"sepia": {"samples": samples}}}
-        return _sepia_rows_at(tiny_model_dir, ("pickstyle", "one sample"), settings)
+        return _sepia_rows_at(private_model_dir, ("pickstyle", "one sample"), settings)
 
     two, one = run(2), run(1)
     assert two["one sample"]["sepia"] == one["pickstyle"]["sepia"] == one["one sample"]["sepia"]
     assert two["pickstyle"]["sepia"]["psnr"] != one["pickstyle"]["sepia"]["psnr"]
 
 
-def test_the_context_guidance_rows_set_w_c_to_one_and_a_half_with_either_null(tiny_model_dir):
+def test_the_context_guidance_rows_set_w_c_to_one_and_a_half_with_either_null(private_model_dir):
     def run(context_scale):
         settings = {"steps": 4, "skip": 0, "text_scale": 3.0, "context_scale": context_scale}
-        return _sepia_rows_at(tiny_model_dir, ("pickstyle", "context guidance 1.5", "context 1.5, zero null"), settings)
+        return _sepia_rows_at(private_model_dir, ("pickstyle", "context guidance 1.5", "context 1.5, zero null"), settings)
 
     off, on = run(1.0), run(1.5)
     assert off["context guidance 1.5"]["sepia"] == on["pickstyle"]["sepia"] == on["context guidance 1.5"]["sepia"]

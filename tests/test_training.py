@@ -17,11 +17,11 @@ from safetensors.torch import load_file
 
 from pickstyle import PickStyleError
 from pickstyle.cli import main
-from pickstyle.data import load_image, scan_datasets
-from pickstyle.pipeline import load_pipeline
-from pickstyle.preview import preview_clips
-from pickstyle.train_config import TrainConfig
-from pickstyle.training import (
+from pickstyle.train.data import load_image, scan_datasets
+from pickstyle.pipeline.pipeline import load_pipeline
+from pickstyle.train.preview import preview_clips
+from pickstyle.train.config import TrainConfig
+from pickstyle.train.trainer import (
     _text_embeddings,
     encode_clips,
     flow_grid,
@@ -31,7 +31,7 @@ from pickstyle.training import (
     step_generator,
     train,
 )
-from pickstyle.video import read_video, write_video
+from pickstyle.video.io import read_video, write_video
 
 from .conftest import moving_square_video
 
@@ -210,7 +210,7 @@ def test_resume_gives_the_same_adapter_as_a_straight_run(tiny_model_dir, pairs_d
 def _assert_trained_as_shipped(result, model_dir):
     """The adapter (in memory and on disk) is fp32 and has moved; the base computes in bf16, keeps
     diffusers' fp32 modules in fp32, and is bit-identical to the folder loaded in bf16."""
-    from pickstyle.pipeline import compute_dtype
+    from pickstyle.pipeline.pipeline import compute_dtype
 
     transformer = result.transformer
     assert compute_dtype(transformer) == transformer.patch_embedding.weight.dtype == torch.bfloat16
@@ -372,21 +372,32 @@ def test_clips_preview(pairs_dir, tmp_path, capsys):
         assert min(negative, warm) < 4, (n, negative, warm)
 
 
+RANK_SCRIPT = """
+import os, sys, torch
+from pickstyle.train import TrainConfig, train
+model, data, out = sys.argv[1:]
+result = train(TrainConfig(model=model, data=[data], output=out, height=32, width=32, frames=5, rank=4, alpha=4.0,
+                           cpu=True, max_steps=3, checkpoint_every=0), progress=False)
+lora = {k: v for k, v in result.transformer.state_dict().items() if "lora_" in k}
+torch.save(lora, f"{out}/rank{os.environ['RANK']}-of-{os.environ['WORLD_SIZE']}.pt")  # torchrun's
+"""
+
+
 def test_two_processes_on_cpu_end_with_identical_adapters(tiny_model_dir, pairs_dir, tmp_path):
-    """Under torchrun, in bf16 as shipped."""
+    """Under torchrun (a free port), in bf16 as shipped: each rank's adapter after 3 steps, and the saved one."""
     pytest.importorskip("torch.distributed")
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "pickstyle", "train",
-           "--model", str(tiny_model_dir), "--data", str(pairs_dir), "--output", str(out), "--height", "32", "--width", "32",
-           "--frames", "5", "--rank", "4", "--alpha", "4", "--cpu", "--max-steps", "3", "--quiet"]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    out, script = tmp_path / "run", tmp_path / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           str(tiny_model_dir), str(pairs_dir), str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    sums = {line.split("]")[0]: line.split()[-1] for line in proc.stdout.splitlines() if line.startswith("[rank ")}
-    assert set(sums) == {"[rank 0/2", "[rank 1/2"}, proc.stdout
-    assert sums["[rank 0/2"] == sums["[rank 1/2"]
+    first, second = (torch.load(out / f"rank{r}-of-2.pt") for r in (0, 1))
+    saved = load_file(out / "adapter" / "pytorch_lora_weights.safetensors")
+    assert first.keys() == second.keys() and len(saved) == len(first) > 0
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert any(v.abs().sum() > 0 for k, v in first.items() if "lora_B" in k)
     assert "processes: 2" in (out / "train.log").read_text()
-    assert (out / "adapter" / "pytorch_lora_weights.safetensors").is_file()
 
 
 def test_accelerate_example_configs_parse_and_name_real_block_classes():

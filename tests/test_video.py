@@ -1,4 +1,4 @@
-"""Tests for pickstyle.video: real files encoded with PyAV / Pillow, read back and identified."""
+"""Tests for pickstyle.video.io: real files encoded with PyAV / Pillow, read back and identified."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pickstyle import video
+from pickstyle.video import io as video
 from pickstyle.errors import PickStyleError
-from pickstyle.video import (
+from pickstyle.video.io import (
     auto_num_frames,
     fit_size,
     parse_size,

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pickstyle.toy import STYLES, make_scene_clip
+from pickstyle.toy.scenes import STYLES, make_scene_clip
 
 WORK = Path(__file__).parent / "work"
 SIZE, FRAMES = 64, 9
@@ -51,7 +51,7 @@ def _clip_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
 def _gray(frames: np.ndarray) -> np.ndarray:
     """uint8 frames [T, H, W, 3] in grey (Rec. 601 luma in all three channels): the control video
     of VACE's colourisation task."""
-    from pickstyle.toy import luma
+    from pickstyle.toy.scenes import luma
 
     return np.repeat(np.rint(luma(frames))[..., None], 3, -1).astype(np.uint8)
 
@@ -165,8 +165,8 @@ def vae_ceiling(clips: int = 12, vae=None, folder: Path = WORK / "vae") -> dict:
     """The round trip of the VAE (toy/work/vae's, or `vae`) on held-out clips, plain and per style:
     reconstruction PSNR (dB), and its warping error over the clip's own (the flicker the VAE adds,
     a floor for every model in its latent space). Writes <folder>/ceiling.json."""
-    from pickstyle.metrics import warp_error
-    from pickstyle.preview import clip_to_frames
+    from pickstyle.eval.metrics import warp_error
+    from pickstyle.train.preview import clip_to_frames
 
     vae = (_load_vae(folder) if vae is None else vae).eval()
     result = {}
@@ -301,7 +301,7 @@ def _new_base():
     toy's word-level tokenizer."""
     from diffusers import FlowMatchEulerDiscreteScheduler, WanVACETransformer3DModel
 
-    from pickstyle.pipeline import PickStylePipeline
+    from pickstyle.pipeline.pipeline import PickStylePipeline
 
     tokenizer = toy_tokenizer()
     torch.manual_seed(2)
@@ -314,7 +314,7 @@ def _base_clip(seed: int, count: int):
     """The base's training clip `seed` of a cache with `count` plain clips (the styled ones follow,
     the styles in turn): (uint8 frames [T, H, W, 3], caption, the clip's generator, which then
     draws its inpainting rectangle)."""
-    from pickstyle.toy import style_prompt
+    from pickstyle.toy.scenes import style_prompt
 
     rng = np.random.default_rng([seed, 1] if seed < count else [seed - count, 5])
     frames, caption = make_scene_clip(rng, FRAMES, SIZE, SIZE)
@@ -437,8 +437,8 @@ def base_model() -> Path:
     refine, export) starts from the bundled base."""
     model_dir = WORK / "base" / "model"
     if not (model_dir / "model_index.json").is_file() and (WORK / "base" / "state.json").is_file():
-        from pickstyle.pipeline import PickStylePipeline
-        from pickstyle.toy import TOY_MODEL
+        from pickstyle.pipeline.pipeline import PickStylePipeline
+        from pickstyle.toy.model import TOY_MODEL
 
         print(f"{model_dir} is missing: writing it from the bundled fp16 weights in {TOY_MODEL}", flush=True)
         PickStylePipeline.from_pretrained(TOY_MODEL, torch_dtype=torch.float32).save_pretrained(model_dir)
@@ -449,7 +449,7 @@ def _base_pipeline():
     """The base being trained: `base_model()` when it exists, else a new base."""
     model_dir = base_model()
     if (model_dir / "model_index.json").is_file():
-        from pickstyle.pipeline import PickStylePipeline
+        from pickstyle.pipeline.pipeline import PickStylePipeline
 
         pipe = PickStylePipeline.from_pretrained(model_dir, torch_dtype=torch.float32)
     else:
@@ -493,7 +493,7 @@ def train_base(minutes: float, lr: float = 4e-4, batch_size: int = 8, cooldown: 
     (shift 3; one timestep per clip; base steps 0-5830 drew one per batch) on the cached clips, or
     with `online` on clips made by `workers` processes and encoded on `device` (OnlineBaseClips;
     clip n of step k is k * batch_size + n). `cooldown`, `decay`: see `_train_loop`."""
-    from pickstyle.training import flow_grid, flow_matching_loss, loss_weights
+    from pickstyle.train.trainer import flow_grid, flow_matching_loss, loss_weights
 
     folder = WORK / "base"
     torch.set_float32_matmul_precision("high")  # TF32 matrix products on a GPU; no effect on a CPU
@@ -536,9 +536,10 @@ def check_base(clips: int = 4, steps: int = 20) -> dict:
     (the context the clip in grey, CFG 5): the PSNR of sketch and thermal clips rebuilt from their
     grey with their prompt, and the change between colourising the plain clip's grey as sketch and
     as thermal. Writes toy/work/base/check.json."""
-    from pickstyle.quality import psnr
-    from pickstyle.schedulers import make_scheduler
-    from pickstyle.toy import style_prompt, toy_stylize
+    from pickstyle.toy.quality import psnr
+    from pickstyle.pipeline.schedulers import make_scheduler
+    from pickstyle.toy.model import toy_stylize
+    from pickstyle.toy.scenes import style_prompt
 
     pipe = _base_pipeline()
     pipe.scheduler = make_scheduler("euler", 3.0)
@@ -581,7 +582,7 @@ def make_pairs() -> Path:
     import matplotlib.cbook
     from PIL import Image
 
-    from pickstyle.toy import style_prompt
+    from pickstyle.toy.scenes import style_prompt
 
     folder = WORK / "pairs"
     (folder / "images").mkdir(parents=True, exist_ok=True)
@@ -611,7 +612,7 @@ ADAPTER_VARIANTS = {"pickstyle": [], "no-motion": ["--no-motion"], "main-qkv": [
 
 def bundled_adapter(variant: str) -> Path:
     """The bundled fp16 copy of adapter `variant` (`export` writes it)."""
-    from pickstyle.toy import ASSETS, TOY_MODEL
+    from pickstyle.toy.model import ASSETS, TOY_MODEL
 
     return TOY_MODEL / "adapter" if variant == "pickstyle" else ASSETS / "ablations" / f"{variant}.safetensors"
 
@@ -661,10 +662,11 @@ def _rater(clips: int, steps: int, adapter: Path):
     over the truth's}} (the checks of issue 5), confused_with: {style: the other style nearest the
     output (PSNR) on the clip where the own style's lead over the others is least, or a miss is
     worst: the style it is most nearly mistaken for}}."""
-    from pickstyle.metrics import warp_error
-    from pickstyle.quality import psnr, score
-    from pickstyle.schedulers import make_scheduler
-    from pickstyle.toy import load_toy_pipeline, style_prompt, toy_stylize
+    from pickstyle.eval.metrics import warp_error
+    from pickstyle.toy.quality import psnr, score
+    from pickstyle.pipeline.schedulers import make_scheduler
+    from pickstyle.toy.model import load_toy_pipeline, toy_stylize
+    from pickstyle.toy.scenes import style_prompt
 
     pipe, _ = load_toy_pipeline(base_model(), adapter=str(adapter))
     pipe.scheduler = make_scheduler(TOY_SETTINGS["scheduler"], TOY_SETTINGS["shift"])  # the sampler the bundle will carry
@@ -940,9 +942,9 @@ def export(settings: dict | None = None) -> None:
     and renamed into place, so a failed export leaves the bundled one whole."""
     import shutil
 
-    from pickstyle.pipeline import PickStylePipeline
-    from pickstyle.toy import ASSETS, DEMO_CLIP, TOY_MODEL
-    from pickstyle.video import write_video
+    from pickstyle.pipeline.pipeline import PickStylePipeline
+    from pickstyle.toy.model import ASSETS, DEMO_CLIP, TOY_MODEL
+    from pickstyle.video.io import write_video
 
     pipe = PickStylePipeline.from_pretrained(base_model())
     staging = TOY_MODEL.with_name(TOY_MODEL.name + ".new")

@@ -6,20 +6,14 @@ Heavy modules (torch, diffusers) load on first use of a name, so `import picksty
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "PickStylePipeline": "pickstyle.pipeline",
-    "read_video": "pickstyle.video",
-    "write_video": "pickstyle.video",
+from pickstyle._lazy import lazy_exports
+
+_EXPORTS = {
+    "PickStylePipeline": "pickstyle.pipeline.pipeline",
+    "read_video": "pickstyle.video.io",
+    "write_video": "pickstyle.video.io",
     "PickStyleError": "pickstyle.errors",
-    "STYLE_PRESETS": "pickstyle.styles",
+    "STYLE_PRESETS": "pickstyle.pipeline.styles",
 }
-
-__all__ = ["__version__", *_LAZY]
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'pickstyle' has no attribute {name!r}")
+__all__ = ["__version__", *_EXPORTS]
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
-from .errors import SEED_LIMIT, PickStyleError
+from pickstyle import __version__
+from pickstyle.errors import SEED_LIMIT, PickStyleError
 
 DEFAULT_SKIP = 4  # of 20 steps
 # `pickstyle stylize` defaults (the authors' settings for Wan2.1-VACE) where neither a flag nor the
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Settings come from --config (YAML), then from flags; every key is a flag. "
         "Many GPUs: accelerate launch -m pickstyle train ...",
     )
-    from .train_config import add_train_arguments
+    from pickstyle.train.config import add_train_arguments
 
     add_train_arguments(tr)
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     b.add_argument("name", choices=("quality",), help="which benchmark")
-    from .quality import add_quality_arguments
+    from pickstyle.toy.quality import add_quality_arguments
 
     add_quality_arguments(b)
     b.set_defaults(func=cmd_bench)
@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_styles(args) -> int:
-    from .styles import STYLE_PRESETS
+    from pickstyle.pipeline.styles import STYLE_PRESETS
 
     print(f"{'style':<12} {'prompt prefix':<24} skip (of 20 steps)")
     for key, preset in STYLE_PRESETS.items():
@@ -225,7 +225,7 @@ def _quiet_libraries() -> None:
 
 
 def cmd_train(args) -> int:
-    from .train_config import resolve_config
+    from pickstyle.train.config import resolve_config
 
     config = resolve_config(args)
     if args.print_config:
@@ -234,7 +234,7 @@ def cmd_train(args) -> int:
     config.check()
     if args.quiet:
         _quiet_libraries()
-    from .training import train
+    from pickstyle.train.trainer import train
 
     result = train(config, progress=not args.quiet)
     adapter = result.adapter
@@ -244,9 +244,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_clips(args) -> int:
-    from .data import scan_datasets
-    from .preview import preview_clips
-    from .video import write_video
+    from pickstyle.train.data import scan_datasets
+    from pickstyle.train.preview import preview_clips
+    from pickstyle.video.io import write_video
 
     output = check_output_path(args.output)
     report = scan_datasets(args.data)
@@ -259,8 +259,8 @@ def cmd_clips(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .metrics import evaluate
-    from .report import format_table, plot_results, write_json
+    from pickstyle.eval.metrics import evaluate
+    from pickstyle.eval.report import format_table, plot_results, write_json
 
     for option, suffix in (("json", ".json"), ("plot", ".png")):
         value = getattr(args, option)
@@ -285,7 +285,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from pickstyle.toy.demo import run_demo
 
     output = check_output_path(args.output)
     path = run_demo(output, styles=args.styles, seed=args.seed, progress=not args.quiet)
@@ -294,14 +294,14 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .quality import run_quality_benchmark
+    from pickstyle.toy.quality import run_quality_benchmark
 
     run_quality_benchmark(args)
     return 0
 
 
 def cmd_make_tiny_model(args) -> int:
-    from .testing import save_tiny_model
+    from pickstyle.testing import save_tiny_model
 
     path = save_tiny_model(args.directory, seed=args.seed)
     print(f"wrote a tiny random Wan2.1-VACE model to {path} (outputs are noise; for smoke tests only)")
@@ -348,12 +348,12 @@ def resolve_model_settings(args, prompt: str) -> dict:
     """Fill the stylize options left unset from the model's pickstyle.json (with the entry of the
     style `prompt` names, if any), then from STYLIZE_DEFAULTS. Without --model, the bundled toy
     model (said in one line). Returns the settings for this prompt."""
-    from .pipeline import model_settings
-    from .styles import prompt_settings
+    from pickstyle.pipeline.pipeline import model_settings
+    from pickstyle.pipeline.styles import prompt_settings
 
     bundled = args.model is None
     if bundled:
-        from .toy import TOY_MODEL
+        from pickstyle.toy.model import TOY_MODEL
 
         if not (TOY_MODEL / "model_index.json").is_file():
             raise PickStyleError(f"no --model given and the bundled toy model is missing ({TOY_MODEL})")
@@ -372,8 +372,8 @@ def resolve_model_settings(args, prompt: str) -> dict:
 
 
 def cmd_stylize(args) -> int:
-    from .styles import get_style, scale_skip
-    from .video import parse_size
+    from pickstyle.pipeline.styles import get_style, scale_skip
+    from pickstyle.video.io import parse_size
 
     started = time.perf_counter()
     # Cheap checks first: nothing slow runs before the input is known to be good.
@@ -404,8 +404,8 @@ def cmd_stylize(args) -> int:
 
     import torch
 
-    from .schedulers import make_scheduler
-    from .video import fit_size, read_video, restore_aspect, write_video
+    from pickstyle.pipeline.schedulers import make_scheduler
+    from pickstyle.video.io import fit_size, read_video, restore_aspect, write_video
 
     frames, source_fps = read_video(args.input, num_frames=args.frames or "auto")
     src_h, src_w = frames.shape[1:3]
@@ -415,7 +415,7 @@ def cmd_stylize(args) -> int:
 
     if args.quiet:
         _quiet_libraries()
-    from .pipeline import load_pipeline
+    from pickstyle.pipeline.pipeline import load_pipeline
 
     pipe = load_pipeline(args.model, dtype)
     multiple = pipe.size_multiple
@@ -465,7 +465,7 @@ def cmd_stylize(args) -> int:
     )
     video = restore_aspect(result.frames[0], src_h, src_w)
     if args.deflicker:
-        from .deflicker import deflicker
+        from pickstyle.video.postprocess import deflicker
 
         video = deflicker(video, frames, args.deflicker)
     write_video(output, video, fps=args.fps)

@@ -8,7 +8,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import PickStyleError
+from pickstyle.errors import PickStyleError
 
 
 @contextmanager

@@ -25,10 +25,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torch.utils.data import Dataset
 
-from .errors import PickStyleError, one_line
-from .files import image_files, natural_key
+from pickstyle.errors import PickStyleError, one_line
+from pickstyle.files import image_files, natural_key
 
 MANIFEST_EXTENSIONS = (".jsonl", ".csv")
 REQUIRED_KEYS = ("source", "target", "prompt")
@@ -465,25 +464,3 @@ def load_image(path, height: int, width: int):
 def load_image_pair(pair: Pair, height: int, width: int):
     """(source, target): float32 tensors [3, height, width] in [-1, 1] (see `load_image`)."""
     return load_image(pair.source, height, width), load_image(pair.target, height, width)
-
-
-class PairDataset(Dataset):
-    """Map-style dataset of pairs: item i = dict(source=[3, H, W], target=[3, H, W] float32 in
-    [-1, 1], prompt=str, index=i). Deterministic: no random augmentation inside."""
-
-    def __init__(self, pairs, height: int, width: int):
-        _check_hw(height, width)
-        self.pairs = list(pairs)
-        self.height, self.width = height, width
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int) -> dict:
-        n = len(self.pairs)
-        if not -n <= i < n:
-            raise IndexError(f"index {i} out of range for {n} pairs")
-        i = i % n
-        pair = self.pairs[i]
-        source, target = load_image_pair(pair, self.height, self.width)
-        return {"source": source, "target": target, "prompt": pair.prompt, "index": i}

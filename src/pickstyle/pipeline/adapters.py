@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import PickStyleError
-from .errors import one_line as _one_line
-from .files import atomic_output
+from pickstyle.errors import PickStyleError
+from pickstyle.errors import one_line as _one_line
+from pickstyle.files import atomic_output
 
 TARGETS = {
     "vace-qkv": r"vace_blocks\.\d+\.attn1\.(to_q|to_k|to_v)",
@@ -52,11 +52,6 @@ _AUTHORS_KEY = re.compile(
 _DIFFUSERS_KEY = re.compile(r"(?:transformer\.)?(?P<module>[\w.]+?)\.lora_(?P<ab>[AB])\.weight")
 _VACE_MODULE = re.compile(r"vace_blocks\.(?P<block>\d+)\.attn1\.(?P<proj>to_q|to_k|to_v|to_out\.0)")
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
-
-
-def adapter_num_parameters(dim: int, num_vace_blocks: int, rank: int = 128, num_projections: int = 3) -> int:
-    """Trainable parameters of a style adapter: blocks x projections x (A [r, dim] + B [dim, r])."""
-    return num_vace_blocks * num_projections * 2 * rank * dim
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,17 +142,6 @@ def init_style_adapter(transformer, path, adapter_name: str = "pickstyle") -> in
             target = (module.lora_A if ab == "A" else module.lora_B)[adapter_name].weight
             target.copy_(tensor if ab == "A" else tensor / _module_scaling(module, adapter_name))
     return len(keys) // 2
-
-
-def lora_module_names(transformer, adapter_name: str | None = None) -> list[str]:
-    """Names of the modules that carry a LoRA (of `adapter_name`, or of any adapter)."""
-    from peft.tuners.lora import LoraLayer
-
-    return [
-        name
-        for name, module in transformer.named_modules()
-        if isinstance(module, LoraLayer) and (adapter_name is None or adapter_name in module.lora_A)
-    ]
 
 
 def adapter_state_dict(transformer, adapter_name: str = "pickstyle", state_dict=None) -> dict[str, torch.Tensor]:

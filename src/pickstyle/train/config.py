@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import SEED_LIMIT, PickStyleError
+from pickstyle.errors import SEED_LIMIT, PickStyleError
 
 
 LR_SCHEDULES = ("constant", "linear", "cosine")

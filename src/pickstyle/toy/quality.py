@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PickStyleError
+from pickstyle.errors import PickStyleError
 
 CLIP_SEED = 20_000_000  # benchmark clips: held-out scenes (training draws seeds below toy.HELD_OUT_SEED)
 
@@ -70,7 +70,7 @@ REFERENCE_ROWS = ("source unchanged", "ground truth")
 
 def benchmark_clips(count: int, frames: int = 9, size: int = 64) -> list[tuple[np.ndarray, str]]:
     """`count` held-out toy clips with moving shapes and a panning camera: (uint8 [T, H, W, 3], description)."""
-    from .toy import make_scene_clip
+    from pickstyle.toy.scenes import make_scene_clip
 
     return [make_scene_clip(np.random.default_rng(CLIP_SEED + i), frames, size, size) for i in range(count)]
 
@@ -84,7 +84,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def video_ssim(a: np.ndarray, b: np.ndarray) -> float:
     """Mean SSIM over frames and RGB channels of two uint8 videos [T, H, W, 3]."""
-    from .metrics import ssim
+    from pickstyle.eval.metrics import ssim
 
     return float(np.mean([ssim(x[..., c] / 255.0, y[..., c] / 255.0) for x, y in zip(a, b) for c in range(3)]))
 
@@ -92,7 +92,7 @@ def video_ssim(a: np.ndarray, b: np.ndarray) -> float:
 def score(output: np.ndarray, source: np.ndarray, truths: dict[str, np.ndarray], style: str) -> dict:
     """Metrics of one output against the ground truth of `style` and the source; `truths` holds
     every style's ground truth, to tell whether the output is closest to its own."""
-    from .metrics import edge_ssim, warp_error
+    from pickstyle.eval.metrics import edge_ssim, warp_error
 
     others = {name: psnr(output, truth) for name, truth in truths.items()}
     return {
@@ -105,7 +105,7 @@ def score(output: np.ndarray, source: np.ndarray, truths: dict[str, np.ndarray],
 
 
 def _ablation_adapter(name: str) -> Path | None:
-    from .toy import ASSETS
+    from pickstyle.toy.model import ASSETS
 
     path = ASSETS / "ablations" / f"{name}.safetensors"
     return path if path.is_file() else None
@@ -116,9 +116,10 @@ def run_rows(rows, styles, clips, steps=None, seed=2025, progress=True, model=No
     dict of metric -> mean over clips; rows whose adapter is missing are left out with a note."""
     from tqdm.auto import tqdm
 
-    from .deflicker import deflicker
-    from .styles import prompt_settings, scale_skip
-    from .toy import STYLES, TOY_MODEL, load_toy_pipeline, style_prompt, toy_stylize, vae_round_trip
+    from pickstyle.video.postprocess import deflicker
+    from pickstyle.pipeline.styles import prompt_settings, scale_skip
+    from pickstyle.toy.model import TOY_MODEL, load_toy_pipeline, toy_stylize, vae_round_trip
+    from pickstyle.toy.scenes import STYLES, style_prompt
 
     model = model or TOY_MODEL
     truths = [{name: np.stack([STYLES[name](f) for f in frames]) for name in STYLES} for frames, _ in clips]
@@ -206,7 +207,7 @@ def plot(results: dict, styles, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .files import atomic_output
+    from pickstyle.files import atomic_output
 
     names = list(results)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 1.3]})
@@ -232,7 +233,7 @@ def plot(results: dict, styles, path: Path) -> Path:
 
 
 def add_quality_arguments(parser) -> None:
-    from .cli import _positive_int, _seed
+    from pickstyle.cli import _positive_int, _seed
 
     parser.add_argument("--clips", type=_positive_int, default=4, help="held-out clips per style")
     parser.add_argument("--styles", nargs="+", help="toy styles (default: all)")
@@ -249,8 +250,8 @@ def run_quality_benchmark(args) -> dict:
 
     import torch
 
-    from .files import atomic_output
-    from .toy import STYLES
+    from pickstyle.files import atomic_output
+    from pickstyle.toy.scenes import STYLES
 
     styles = args.styles or list(STYLES)
     for style in styles:

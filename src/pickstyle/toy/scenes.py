@@ -7,14 +7,8 @@ returning one of the same shape. The prompt for a style is `f"{name} style. <des
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
-
-ASSETS = Path(__file__).parent / "assets"
-TOY_MODEL = ASSETS / "pickstyle-tiny"  # the toy model's diffusers folder, its adapter and settings
-DEMO_CLIP = ASSETS / "demo.mp4"  # a held-out toy scene with moving objects and a panning camera
-
 
 def luma(frame: np.ndarray) -> np.ndarray:
     """Rec. 601 luma, float32 [H, W] in [0, 255]."""
@@ -184,69 +178,3 @@ def make_scene_clip(
     verb = "moving " if motion and num_frames > 1 else ""
     description = f"{', '.join(names[:-1])} and {names[-1]} {verb}{place}"
     return np.stack(frames), description
-
-
-# ------------------------------------------------------------------------------ the toy model
-
-
-def load_toy_pipeline(model=TOY_MODEL, adapter: str | None = "default"):
-    """The toy model's `PickStylePipeline` (fp32, CPU) with its sampler from the settings, and a
-    style adapter: "default" loads the one its pickstyle.json names, None none, else a path.
-    Returns (pipe, settings)."""
-    import torch
-
-    from .pipeline import load_pipeline, model_settings
-    from .schedulers import make_scheduler
-
-    settings = model_settings(str(model))
-    pipe = load_pipeline(str(model), torch.float32)
-    pipe.scheduler = make_scheduler(settings.get("scheduler", "euler"), settings.get("shift", 3.0))
-    adapter = settings.get("adapter") if adapter == "default" else adapter
-    if adapter:
-        pipe.load_style_adapter(adapter)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe, settings
-
-
-def vae_round_trip(pipe, frames: np.ndarray, lead_in: int = 0) -> np.ndarray:
-    """uint8 frames [T, H, W, 3] encoded and decoded by the pipeline's VAE (latent mode): the best
-    any model that generates in this latent space can do. `lead_in`: after that many frames played
-    before them, as the pipeline's lead-in does (`lead_in_indices`), which are then dropped: the
-    same for a model run with that lead-in. Returns uint8 [T, H, W, 3]."""
-    import torch
-
-    from .video import lead_in_indices
-
-    frames = np.concatenate([frames[lead_in_indices(lead_in)], frames])
-    video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].to(pipe.vae.dtype) / 127.5 - 1
-    with torch.no_grad():
-        out = pipe.decode_latents(pipe.encode_latents(video))[0]
-    return _to_uint8(out * 255)[lead_in:]
-
-
-def toy_stylize(pipe, settings: dict, frames: np.ndarray, prompt: str, seed: int = 2025, **overrides) -> np.ndarray:
-    """Stylise uint8 frames [T, H, W, 3] (T = 4k+1, H and W multiples of 16) with the settings of
-    the toy model; `overrides` are `PickStylePipeline.__call__` arguments. Returns uint8 [T, H, W, 3]."""
-    import torch
-
-    from .styles import prompt_settings, scale_skip
-
-    settings = prompt_settings(settings, prompt)
-    steps = overrides.pop("num_inference_steps", settings.get("steps", 20))
-    kwargs = dict(
-        negative_prompt=settings.get("negative_prompt", ""),
-        num_inference_steps=steps,
-        skip_steps=scale_skip(settings.get("skip", 4), steps),
-        lead_in_frames=settings.get("lead_in", 0),
-        num_samples=settings.get("samples", 1),
-        guidance_end=settings.get("guidance_end", 1.0),
-        text_guidance_scale=settings.get("text_scale", 5.0),
-        context_guidance_scale=settings.get("context_scale", 4.0),
-        max_sequence_length=settings.get("max_sequence_length", 512),
-    )
-    kwargs.update(overrides)
-    out = pipe(
-        video=frames, prompt=prompt, height=frames.shape[1], width=frames.shape[2], num_frames=len(frames),
-        generator=torch.Generator().manual_seed(seed), **kwargs,
-    ).frames[0]  # fmt: skip
-    return _to_uint8(out * 255)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import PickStyleError
-from .metrics import _as_frames, align_videos, flow_warp, optical_flow
+from pickstyle.errors import PickStyleError
+from pickstyle.video.align import align_videos, as_frames
+from pickstyle.video.flow import flow_warp, optical_flow
 
 
 def deflicker(stylised, source, strength: float, method: str = "dis") -> np.ndarray:
@@ -28,7 +29,7 @@ def deflicker(stylised, source, strength: float, method: str = "dis") -> np.ndar
     `metrics.optical_flow`). Returns uint8 [T, H, W, 3]."""
     if not 0 <= strength < 1:
         raise PickStyleError(f"deflicker strength {strength:g}: must be in [0, 1)")
-    sty, src = _as_frames(stylised, "stylised"), _as_frames(source, "source")
+    sty, src = as_frames(stylised, "stylised"), as_frames(source, "source")
     if len(sty) != len(src):
         raise PickStyleError(f"deflicker: the stylised video has {len(sty)} frames, the source {len(src)}")
     sty, src, _ = align_videos(sty, src, size=sty.shape[1:3])

@@ -25,7 +25,7 @@ def stylize_windows(pipe, settings: dict, frames: np.ndarray, prompt: str, seed:
     """Stylise a clip longer than the model's clip length in consecutive windows of that length
     (settings["frames"]; the last window is taken from the end, overlapping the one before):
     uint8 [T, H, W, 3]."""
-    from .toy import toy_stylize
+    from pickstyle.toy.model import toy_stylize
 
     size = min(settings.get("frames", len(frames)), len(frames))
     size -= (size - 1) % 4
@@ -43,9 +43,10 @@ def run_demo(output, styles=None, seed: int = 2025, progress: bool = True) -> Pa
     video to `output` (atomically). Returns its path."""
     from tqdm.auto import tqdm
 
-    from .errors import PickStyleError
-    from .toy import DEMO_CLIP, STYLES, TOY_MODEL, load_toy_pipeline, style_prompt
-    from .video import read_video, write_video
+    from pickstyle.errors import PickStyleError
+    from pickstyle.toy.model import DEMO_CLIP, TOY_MODEL, load_toy_pipeline
+    from pickstyle.toy.scenes import STYLES, style_prompt
+    from pickstyle.video.io import read_video, write_video
 
     styles = list(STYLES) if styles is None else styles
     for style in styles:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import PickStyleError
+from pickstyle.errors import PickStyleError
 
 SCHEDULERS = ("dpm++", "unipc", "euler")
 DEFAULT_SCHEDULER = "dpm++"

@@ -29,8 +29,8 @@ def preview_clips(pairs, count: int, height: int, width: int, num_frames: int, s
     """`count` training clips as the trainer makes them (pairs drawn with `seed`, one sampled
     camera motion shared by source and style), one after another: uint8 [count * T, H, 2 W, 3],
     source on the left, style on the right, the motion and prompt written on top."""
-    from .data import load_image_pair
-    from .motion import motion_pair
+    from pickstyle.train.data import load_image_pair
+    from pickstyle.train.motion import motion_pair
 
     generator = torch.Generator().manual_seed(seed)
     chosen = torch.randperm(len(pairs), generator=generator)[:count].tolist()

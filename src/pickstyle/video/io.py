@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PickStyleError
-from .errors import one_line as _one_line
-from .files import IMAGE_EXTENSIONS, atomic_output, image_files
+from pickstyle.errors import PickStyleError
+from pickstyle.errors import one_line as _one_line
+from pickstyle.files import IMAGE_EXTENSIONS, atomic_output, image_files
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".gif")
 SIZE_PRESETS = {"480p": 480 * 832, "720p": 720 * 1280}

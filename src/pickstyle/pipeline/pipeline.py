@@ -18,9 +18,9 @@ import torch
 from diffusers import WanVACEPipeline
 from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
 
-from .errors import PickStyleError
-from .guidance import GUIDANCE_MODES, NULL_CONTEXTS, APGState, cs_cfg, cs_cfg_apg, permute_context
-from .video import auto_num_frames, fit_size, frame_size, lead_in_indices, sample_frame_indices, to_video_tensor
+from pickstyle.errors import PickStyleError
+from pickstyle.pipeline.guidance import GUIDANCE_MODES, NULL_CONTEXTS, APGState, cs_cfg, cs_cfg_apg, permute_context
+from pickstyle.video.io import auto_num_frames, fit_size, frame_size, lead_in_indices, sample_frame_indices, to_video_tensor
 
 # Wan2.1's standard negative prompt (its `sample_neg_prompt`): the null text of CS-CFG.
 WAN_NEGATIVE_PROMPT = (
@@ -71,7 +71,7 @@ class PickStylePipeline(WanVACEPipeline):
         """Load a style adapter: diffusers' LoRA format (file or folder) or the authors' checkpoint
         (`module.vace_blocks.{i}.self_attn.{q,k,v}.lora_{A,B}.consistency.weight`, .pth or
         .safetensors). `scale` multiplies the adapter's effect. Returns the adapter name."""
-        from .adapters import load_style_adapter
+        from pickstyle.pipeline.adapters import load_style_adapter
 
         return load_style_adapter(self, path, scale=scale, adapter_name=adapter_name, alpha=alpha)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .files import atomic_output
+from pickstyle.files import atomic_output
 
 
 def _metric_keys(results: list[dict]) -> list[str]:

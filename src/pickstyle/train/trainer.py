@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import PickStyleError
-from .train_config import TrainConfig
+from pickstyle.errors import PickStyleError
+from pickstyle.train.config import TrainConfig
 
 LOGGER = logging.getLogger("pickstyle.train")
 ADAPTER_NAME = "pickstyle"
@@ -62,7 +62,7 @@ def flow_matching_loss(transformer, x0, context, text, sigma, timestep, weight, 
     sigma, timestep, weight: scalars (tensors), one for the batch, or [B], one per clip (the mean
     of the clips' weighted MSEs).
     """
-    from .pipeline import compute_dtype
+    from pickstyle.pipeline.pipeline import compute_dtype
 
     dtype = compute_dtype(transformer)
     sigma = sigma.reshape(-1, *[1] * (x0.dim() - 1))
@@ -128,7 +128,7 @@ def save_checkpoint(
 
     from safetensors.torch import save_file
 
-    from .adapters import adapter_state_dict
+    from pickstyle.pipeline.adapters import adapter_state_dict
 
     final = output / CHECKPOINTS / f"step_{step:07d}"
     tmp = output / CHECKPOINTS / f".tmp-step_{step:07d}"
@@ -243,10 +243,10 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from .adapters import add_style_adapter, init_style_adapter, save_style_adapter
-    from .data import load_image_pair, scan_datasets
-    from .motion import motion_pair
-    from .pipeline import WAN_NEGATIVE_PROMPT, load_pipeline
+    from pickstyle.pipeline.adapters import add_style_adapter, init_style_adapter, save_style_adapter
+    from pickstyle.train.data import load_image_pair, scan_datasets
+    from pickstyle.train.motion import motion_pair
+    from pickstyle.pipeline.pipeline import WAN_NEGATIVE_PROMPT, load_pipeline
 
     config.check()
     output = Path(config.output)
@@ -385,8 +385,6 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         save_style_adapter(transformer, adapter_dir, adapter_name=ADAPTER_NAME, state_dict=state)
         (adapter_dir / "pickstyle_train.yaml").write_text(config.to_yaml())
         LOGGER.info("wrote %s", adapter_dir)
-    checksum = sum(float(p.detach().double().abs().sum()) for p in params)
-    print(f"[rank {rank}/{world}] done at step {total}: adapter |w| sum {checksum:.10e}", flush=True)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainResult(adapter_dir, total, logged, transformer, main)
@@ -394,9 +392,9 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 
 def _validation_video(pipe, transformer, config: TrainConfig, embeddings, path: Path) -> None:
     """Stylise the configured clip with the adapter as it is now; write it to `path`."""
-    from .pipeline import WAN_NEGATIVE_PROMPT, compute_dtype
-    from .schedulers import make_scheduler
-    from .video import read_video, write_video
+    from pickstyle.pipeline.pipeline import WAN_NEGATIVE_PROMPT, compute_dtype
+    from pickstyle.pipeline.schedulers import make_scheduler
+    from pickstyle.video.io import read_video, write_video
 
     frames, _ = read_video(config.validation_video, num_frames=config.frames)
     pipe.scheduler = make_scheduler("dpm++", 16.0)

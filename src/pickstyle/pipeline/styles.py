@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import PickStyleError
+from pickstyle.errors import PickStyleError
 
 
 @dataclass(frozen=True)

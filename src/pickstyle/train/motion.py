@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from .errors import PickStyleError
+from pickstyle.errors import PickStyleError
 
 MOTIONS = ("zoom_in", "zoom_out", "slide_left", "slide_right", "slide_up", "slide_down", "rotate", "static")
 
@@ -36,7 +36,6 @@ SHIFT_RANGE = (100, 200)  # max slide m ~ randint[100, 200] pixels (inclusive) a
 ANGLE_RANGE = (-20.0, 20.0)  # rotation a ~ U(-20, 20) degrees
 REFERENCE_SIZE = (480, 832)  # (height, width) the shift range is given at
 ROTATE_ZOOM = 1.5  # fixed centre-crop zoom after a rotation, hiding most of the zero fill
-_SLIDES = ("slide_left", "slide_right", "slide_up", "slide_down")
 
 
 @dataclass(frozen=True)
