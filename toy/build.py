@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pickstyle.settings import STYLE_SETTING_KEYS
 from pickstyle.toy.scenes import STYLES, make_scene_clip
 
 WORK = Path(__file__).parent / "work"
@@ -650,7 +651,7 @@ TUNE_CLIPS = 4  # validation clips (2 until step 7327's bundle: settings chosen 
 TUNE_SKIPS = (0, 2, 4)  # of 20 steps (earlier bases were also tuned at 6, 8 and 10: never best for a style after step 5830)
 TUNE_SCALES = ((1.0, 1.0), (1.5, 1.0), (2.0, 1.0), (3.0, 1.0), (4.0, 1.0), (2.0, 1.5), (3.0, 1.5), (3.0, 2.0), (5.0, 2.0))  # (w_t, w_c); (1, 1) is no guidance
 TUNE_LEAD_INS = (0, 4)  # lead-in frames (fd88076's bundle tried 4 only at each style's choice without it)
-RATED_KEYS = ("skip", "text_scale", "context_scale", "lead_in", "guidance_end", "negative_prompt", "steps", "samples")  # the settings `tune` and `refine` vary
+RATED_KEYS = STYLE_SETTING_KEYS  # the settings `tune` and `refine` vary: every one a style may set
 UNRATED_KEYS = {"guidance_end": 1.0, "negative_prompt": "", "steps": 20, "samples": 1}  # what rows rated before a key was rated hold (tune.json's older rows lack it): TOY_SETTINGS'
 WARP_BAR = 1.5  # issue 5: a warping error within 1.5x the ground truth's
 

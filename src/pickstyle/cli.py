@@ -18,12 +18,6 @@ from pathlib import Path
 from pickstyle import __version__
 from pickstyle.errors import SEED_LIMIT, PickStyleError
 
-DEFAULT_SKIP = 4  # of 20 steps
-# `pickstyle stylize` defaults (the authors' settings for Wan2.1-VACE) where neither a flag nor the
-# model's pickstyle.json gives a value.
-STYLIZE_DEFAULTS = {"steps": 20, "text_scale": 5.0, "context_scale": 4.0, "size": "480p", "fps": 16.0,
-                    "scheduler": "dpm++", "shift": 16.0, "frames": None, "negative_prompt": None, "lead_in": 0,
-                    "guidance_end": 1.0, "samples": 1}  # fmt: skip
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".gif")
 DEBUG_ENV = "PICKSTYLE_DEBUG"
 
@@ -344,35 +338,43 @@ def resolve_device_dtype(device: str, dtype: str):
     return torch_device, {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
 
 
-def resolve_model_settings(args, prompt: str) -> dict:
-    """Fill the stylize options left unset from the model's pickstyle.json (with the entry of the
-    style `prompt` names, if any), then from STYLIZE_DEFAULTS. Without --model, the bundled toy
-    model (said in one line). Returns the settings for this prompt."""
-    from pickstyle.pipeline.pipeline import model_settings
-    from pickstyle.pipeline.styles import prompt_settings
+def stylize_model(model: str | None) -> tuple[str, dict]:
+    """The model folder (or hub id) to stylise with and its pickstyle.json settings; without
+    --model, the bundled toy model (said in one line)."""
+    from pickstyle.settings import model_settings
 
-    bundled = args.model is None
-    if bundled:
-        from pickstyle.toy.model import TOY_MODEL
+    if model is not None:
+        return model, model_settings(model)
+    from pickstyle.toy.model import TOY_MODEL
 
-        if not (TOY_MODEL / "model_index.json").is_file():
-            raise PickStyleError(f"no --model given and the bundled toy model is missing ({TOY_MODEL})")
-        args.model = str(TOY_MODEL)
-    settings = model_settings(args.model)
-    if bundled:
-        print("no --model: using the bundled toy model pickstyle-tiny (64x64, 9 frames; styles: "
-              f"{', '.join(settings.get('styles', []))}); pass --model for Wan2.1-VACE")  # fmt: skip
-    settings = prompt_settings(settings, prompt)
-    for key, default in STYLIZE_DEFAULTS.items():
-        if getattr(args, key) is None:
-            setattr(args, key, settings.get(key, default))
-    if args.adapter is None:
-        args.adapter = settings.get("adapter")
-    return settings
+    if not (TOY_MODEL / "model_index.json").is_file():
+        raise PickStyleError(f"no --model given and the bundled toy model is missing ({TOY_MODEL})")
+    settings = model_settings(str(TOY_MODEL))
+    print("no --model: using the bundled toy model pickstyle-tiny (64x64, 9 frames; styles: "
+          f"{', '.join(settings.get('styles', []))}); pass --model for Wan2.1-VACE")  # fmt: skip
+    return str(TOY_MODEL), settings
+
+
+def describe(settings: dict, arguments: dict, deflicker: float = 0.0) -> str:
+    """The sampling settings of a stylise, for the banner."""
+    s = settings
+    lead_in = f", lead-in {s['lead_in']}" if s["lead_in"] else ""
+    parts = [f"{s['steps']} steps (skip {s['skip']}{lead_in}), {arguments['guidance']} w_t={s['text_scale']:g} "
+             f"w_c={s['context_scale']:g}" + (f" on the first {s['guidance_end']:g} of the steps" if s["guidance_end"] < 1 else "")
+             + (" +APG" if arguments["apg"] else "")]  # fmt: skip
+    if s["negative_prompt"]:
+        parts.append(f"null text {s['negative_prompt']!r}")
+    if s["samples"] > 1:
+        parts.append(f"mean of {s['samples']} samples")
+    if deflicker:
+        parts.append(f"deflicker {deflicker:g}")
+    parts.append(f"{s['scheduler']} shift {s['shift']:g}")
+    return ", ".join(parts)
 
 
 def cmd_stylize(args) -> int:
-    from pickstyle.pipeline.styles import get_style, scale_skip
+    from pickstyle.pipeline.styles import get_style
+    from pickstyle.settings import DEFAULTS, call_arguments, resolve
     from pickstyle.video.io import parse_size
 
     started = time.perf_counter()
@@ -382,23 +384,13 @@ def cmd_stylize(args) -> int:
     output = check_output_path(args.output)
     preset = get_style(args.style) if args.style else None
     prompt = preset.prompt(args.prompt) if preset else args.prompt
-    settings = resolve_model_settings(args, prompt)
-    skip = args.skip
-    if skip is None:
-        skip = scale_skip(preset.skip_steps if preset else settings.get("skip", DEFAULT_SKIP), args.steps)
-    if skip >= args.steps:
-        raise PickStyleError(f"--skip {skip}: must be less than --steps {args.steps}")
     if not prompt.strip():
         raise PickStyleError("--prompt is empty")
-    size = parse_size(args.size)
-    if args.frames is not None and (args.frames - 1) % 4:
-        raise PickStyleError(f"--frames {args.frames}: must be 4k+1 (e.g. 17, 49, 81)")
-    if args.fps <= 0:
-        raise PickStyleError(f"--fps {args.fps}: must be positive")
-    if not 0 < args.guidance_end <= 1:
-        raise PickStyleError(f"--guidance-end {args.guidance_end:g}: must be a fraction of the steps in (0, 1]")
-    if args.lead_in % 4:
-        raise PickStyleError(f"--lead-in {args.lead_in}: must be a multiple of 4 (e.g. 0, 4, 8)")
+    args.model, file_settings = stylize_model(args.model)
+    flags = {key: getattr(args, key, None) for key in DEFAULTS if key != "adapter"}
+    settings = resolve(file_settings, prompt, flags, preset)
+    adapter = None if args.no_adapter else args.adapter or settings["adapter"]
+    size = parse_size(settings["size"])
     if args.deflicker >= 1:
         raise PickStyleError(f"--deflicker {args.deflicker:g}: must be in [0, 1)")
 
@@ -407,7 +399,7 @@ def cmd_stylize(args) -> int:
     from pickstyle.pipeline.schedulers import make_scheduler
     from pickstyle.video.io import fit_size, read_video, restore_aspect, write_video
 
-    frames, source_fps = read_video(args.input, num_frames=args.frames or "auto")
+    frames, source_fps = read_video(args.input, num_frames=settings["frames"] or "auto")
     src_h, src_w = frames.shape[1:3]
     device, dtype = resolve_device_dtype(args.device, args.dtype)
     if args.offload == "sequential" and device.type == "cpu":
@@ -422,12 +414,12 @@ def cmd_stylize(args) -> int:
     if isinstance(size, tuple):
         height, width = size
         if height % multiple or width % multiple:
-            raise PickStyleError(f"--size {args.size}: width and height must be multiples of {multiple}")
+            raise PickStyleError(f"--size {settings['size']}: width and height must be multiples of {multiple}")
     else:
         height, width = fit_size(src_h, src_w, size, multiple)
-    pipe.scheduler = make_scheduler(args.scheduler, args.shift)
-    if args.adapter and not args.no_adapter:
-        pipe.load_style_adapter(args.adapter, scale=args.adapter_scale)
+    pipe.scheduler = make_scheduler(settings["scheduler"], settings["shift"])
+    if adapter:
+        pipe.load_style_adapter(adapter, scale=args.adapter_scale)
     if args.offload == "model":
         pipe.enable_model_cpu_offload(device=device)
     elif args.offload == "sequential":
@@ -435,43 +427,21 @@ def cmd_stylize(args) -> int:
     else:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=args.quiet)
-    print(
-        f"stylizing {args.input}: {prompt!r}, {len(frames)} frames at {width}x{height}, {args.steps} steps "
-        f"(skip {skip}{f', lead-in {args.lead_in}' if args.lead_in else ''}), {args.guidance} w_t={args.text_scale:g} w_c={args.context_scale:g}{f' on the first {args.guidance_end:g} of the steps' if args.guidance_end < 1 else ''}"
-        f"{'' if args.no_apg else ' +APG'}{f', null text {args.negative_prompt!r}' if args.negative_prompt else ''}{f', mean of {args.samples} samples' if args.samples > 1 else ''}{f', deflicker {args.deflicker:g}' if args.deflicker else ''}, {args.scheduler} shift {args.shift:g}, seed {args.seed}, {device}",
-        flush=True,
-    )
-
-    result = pipe(
-        video=frames,
-        prompt=prompt,
-        negative_prompt=args.negative_prompt,
-        height=height,
-        width=width,
-        num_frames=len(frames),
-        num_inference_steps=args.steps,
-        skip_steps=skip,
-        lead_in_frames=args.lead_in,
-        num_samples=args.samples,
-        guidance=args.guidance,
-        guidance_end=args.guidance_end,
-        text_guidance_scale=args.text_scale,
-        context_guidance_scale=args.context_scale,
-        null_context=args.null_context,
-        apg=not args.no_apg,
-        batch_guidance=args.batch_guidance,
-        generator=torch.Generator("cpu").manual_seed(args.seed),
-        max_sequence_length=settings.get("max_sequence_length", 512),
-    )
+    arguments = dict(call_arguments(settings), guidance=args.guidance, null_context=args.null_context, apg=not args.no_apg,
+                     batch_guidance=args.batch_guidance)  # fmt: skip
+    print(f"stylizing {args.input}: {prompt!r}, {len(frames)} frames at {width}x{height}, {describe(settings, arguments, args.deflicker)}, "
+          f"seed {args.seed}, {device}", flush=True)  # fmt: skip
+    result = pipe(video=frames, prompt=prompt, height=height, width=width, num_frames=len(frames),
+                  generator=torch.Generator("cpu").manual_seed(args.seed), **arguments)  # fmt: skip
     video = restore_aspect(result.frames[0], src_h, src_w)
     if args.deflicker:
         from pickstyle.video.postprocess import deflicker
 
         video = deflicker(video, frames, args.deflicker)
-    write_video(output, video, fps=args.fps)
+    write_video(output, video, fps=settings["fps"])
     seconds = time.perf_counter() - started
     print(
-        f"wrote {output}: {len(video)} frames, {video.shape[2]}x{video.shape[1]}, {args.fps:g} fps "
+        f"wrote {output}: {len(video)} frames, {video.shape[2]}x{video.shape[1]}, {settings['fps']:g} fps "
         f"(source {src_w}x{src_h} at {source_fps:.3g} fps), {seconds:.1f} s"
     )
     return 0

@@ -19,8 +19,23 @@ from diffusers import WanVACEPipeline
 from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
 
 from pickstyle.errors import PickStyleError
-from pickstyle.pipeline.guidance import GUIDANCE_MODES, NULL_CONTEXTS, APGState, cs_cfg, cs_cfg_apg, permute_context
-from pickstyle.video.io import auto_num_frames, fit_size, frame_size, lead_in_indices, sample_frame_indices, to_video_tensor
+from pickstyle.pipeline.guidance import (
+    GUIDANCE_MODES,
+    NULL_CONTEXTS,
+    APGState,
+    cs_cfg,
+    cs_cfg_apg,
+    permute_context,
+)
+from pickstyle.settings import problem
+from pickstyle.video.io import (
+    auto_num_frames,
+    fit_size,
+    frame_size,
+    lead_in_indices,
+    sample_frame_indices,
+    to_video_tensor,
+)
 
 # Wan2.1's standard negative prompt (its `sample_neg_prompt`): the null text of CS-CFG.
 WAN_NEGATIVE_PROMPT = (
@@ -29,19 +44,6 @@ WAN_NEGATIVE_PROMPT = (
     "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
 DEFAULT_AREA = 480 * 832
-# A model folder may carry its recommended `pickstyle stylize` settings in this file: a JSON object
-# with any of these keys (the CLI's flag names), used as defaults for that model. "adapter" is a
-# path relative to the folder, loaded unless --adapter or --no-adapter says otherwise; "skip", like
-# a style preset's, is given for 20 steps and scaled to the steps used; "style_settings" maps a style
-# name to its own skip, scales and steps (STYLE_SETTING_KEYS), for prompts that start with "<style> style.".
-SETTINGS_FILE = "pickstyle.json"
-SETTING_TYPES = {
-    "size": str, "frames": int, "steps": int, "skip": int, "text_scale": float, "context_scale": float,
-    "scheduler": str, "shift": float, "fps": float, "negative_prompt": str, "adapter": str, "name": str,
-    "styles": list, "description": str, "max_sequence_length": int, "style_settings": dict, "lead_in": int,
-    "guidance_end": float, "samples": int,
-}  # fmt: skip
-STYLE_SETTING_KEYS = ("skip", "text_scale", "context_scale", "lead_in", "guidance_end", "negative_prompt", "steps", "samples")  # what "style_settings" may set per style
 
 
 def compute_dtype(transformer) -> torch.dtype:
@@ -76,25 +78,12 @@ class PickStylePipeline(WanVACEPipeline):
         return load_style_adapter(self, path, scale=scale, adapter_name=adapter_name, alpha=alpha)
 
     def check_style_inputs(
-        self,
-        video,
-        prompt,
-        prompt_embeds,
-        height,
-        width,
-        num_inference_steps,
-        skip_steps,
-        guidance,
-        null_context,
-        text_guidance_scale,
-        context_guidance_scale,
-        apg_momentum,
-        apg_norm_threshold,
-        apg_eta,
-        guidance_end=1.0,
-        num_samples=1,
-    ):
-        """Raise `PickStyleError` with a one-line message for the first bad argument."""
+        self, *, video, prompt, prompt_embeds, height, width, num_frames, num_inference_steps, skip_steps,
+        lead_in_frames, num_samples, guidance, guidance_end, null_context, text_guidance_scale, context_guidance_scale,
+        apg_momentum, apg_norm_threshold, apg_eta,
+    ):  # fmt: skip
+        """Raise `PickStyleError` with a one-line message for the first bad argument of `__call__`
+        (ranges by the same rules as the settings, `pickstyle.settings.problem`)."""
         if self.transformer is None:
             raise PickStyleError("this pipeline has no `transformer`: PickStyle needs a Wan2.1-VACE transformer")
         if video is None or len(video) == 0:
@@ -107,13 +96,20 @@ class PickStylePipeline(WanVACEPipeline):
             raise PickStyleError(f"guidance {guidance!r}: expected one of {', '.join(GUIDANCE_MODES)}")
         if null_context not in NULL_CONTEXTS:
             raise PickStyleError(f"null_context {null_context!r}: expected one of {', '.join(NULL_CONTEXTS)}")
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise PickStyleError(f"num_inference_steps {num_inference_steps!r}: must be a positive integer")
-        if not isinstance(skip_steps, int) or not 0 <= skip_steps < num_inference_steps:
-            raise PickStyleError(
-                f"skip_steps {skip_steps!r}: must be an integer in [0, {num_inference_steps - 1}] "
-                f"(less than num_inference_steps={num_inference_steps})"
-            )
+        whole = {"num_inference_steps": (num_inference_steps, "steps"), "skip_steps": (skip_steps, "skip"),
+                 "lead_in_frames": (lead_in_frames, "lead_in"), "num_samples": (num_samples, "samples")}  # fmt: skip
+        if num_frames is not None:
+            whole["num_frames"] = (num_frames, "frames")
+        for name, (value, key) in whole.items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise PickStyleError(f"{name} {value!r}: must be an integer")
+            if problem(key, value):
+                raise PickStyleError(f"{name} {value!r}: {problem(key, value)}")
+        if skip_steps >= num_inference_steps:
+            raise PickStyleError(f"skip_steps {skip_steps}: must be less than num_inference_steps={num_inference_steps}")
+        frames = num_frames or auto_num_frames(len(video), temporal_stride=self.vae_scale_factor_temporal)
+        if lead_in_frames >= frames:
+            raise PickStyleError(f"lead_in_frames {lead_in_frames}: must be less than num_frames ({frames})")
         for name, value in [
             ("text_guidance_scale", text_guidance_scale),
             ("context_guidance_scale", context_guidance_scale),
@@ -121,12 +117,10 @@ class PickStylePipeline(WanVACEPipeline):
             ("apg_norm_threshold", apg_norm_threshold),
             ("apg_eta", apg_eta),
         ]:
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise PickStyleError(f"{name} {value!r}: must be a finite number >= 0")
-        if isinstance(guidance_end, bool) or not isinstance(guidance_end, (int, float)) or not 0 < guidance_end <= 1:
+        if isinstance(guidance_end, bool) or not isinstance(guidance_end, (int, float)) or problem("guidance_end", guidance_end):
             raise PickStyleError(f"guidance_end {guidance_end!r}: must be a fraction of the steps in (0, 1]")
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise PickStyleError(f"num_samples {num_samples!r}: must be a positive integer")
         base = self.size_multiple
         for name, value in [("height", height), ("width", width)]:
             if value is not None and (not isinstance(value, int) or value < base or value % base):
@@ -270,9 +264,11 @@ class PickStylePipeline(WanVACEPipeline):
         if negative_prompt is None and negative_prompt_embeds is None:
             negative_prompt = WAN_NEGATIVE_PROMPT
         self.check_style_inputs(
-            video, prompt, prompt_embeds, height, width, num_inference_steps, skip_steps, guidance, null_context,
-            text_guidance_scale, context_guidance_scale, apg_momentum, apg_norm_threshold, apg_eta, guidance_end,
-            num_samples,
+            video=video, prompt=prompt, prompt_embeds=prompt_embeds, height=height, width=width, num_frames=num_frames,
+            num_inference_steps=num_inference_steps, skip_steps=skip_steps, lead_in_frames=lead_in_frames,
+            num_samples=num_samples, guidance=guidance, guidance_end=guidance_end, null_context=null_context,
+            text_guidance_scale=text_guidance_scale, context_guidance_scale=context_guidance_scale,
+            apg_momentum=apg_momentum, apg_norm_threshold=apg_norm_threshold, apg_eta=apg_eta,
         )  # fmt: skip
         self._guidance_scale = text_guidance_scale
         self._attention_kwargs = attention_kwargs
@@ -282,20 +278,14 @@ class PickStylePipeline(WanVACEPipeline):
 
         # 1. Source frames: pick num_frames over the clip, resize to cover (height, width), crop;
         # then the lead-in, frames L..1 mirrored before frame 0.
-        if not isinstance(lead_in_frames, int) or lead_in_frames < 0 or lead_in_frames % self.vae_scale_factor_temporal:
-            raise PickStyleError(f"lead_in_frames {lead_in_frames!r}: must be a multiple of {self.vae_scale_factor_temporal} >= 0")
         frames_available = len(video)
         if num_frames is None:
             num_frames = auto_num_frames(frames_available, temporal_stride=self.vae_scale_factor_temporal)
-        if (num_frames - 1) % self.vae_scale_factor_temporal:
-            raise PickStyleError(f"num_frames {num_frames}: must be {self.vae_scale_factor_temporal}k+1")
         if num_frames != frames_available:
             index = sample_frame_indices(frames_available, num_frames)
             video = [video[i] for i in index] if isinstance(video, list) else video[index]
         if height is None or width is None:
             height, width = fit_size(*frame_size(video), area, self.size_multiple)
-        if lead_in_frames >= num_frames:
-            raise PickStyleError(f"lead_in_frames {lead_in_frames}: must be less than num_frames ({num_frames})")
         source = to_video_tensor(video, height, width).to(device)
         if lead_in_frames:
             source = torch.cat([source[:, :, lead_in_indices(lead_in_frames)], source], dim=2)
@@ -442,52 +432,3 @@ def load_pipeline(model: str, dtype=torch.bfloat16) -> PickStylePipeline:
     except Exception as err:  # hub, file and config errors all end here with their first line
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise PickStyleError(f"{model}: could not load the model: {first}") from None
-
-
-def _check_setting(path: Path, name: str, key: str, value) -> None:
-    """Raise a one-line error (naming the setting `name`) unless `value` is of the type
-    SETTING_TYPES gives `key` (float: any number); steps and samples must be >= 1, a skip >= 0, a lead-in a multiple of 4 >= 0."""
-    kind = SETTING_TYPES[key]
-    ok = isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
-    if isinstance(value, bool) or not ok:
-        raise PickStyleError(f"{path}: {name} = {value!r} is not {'a number' if kind is float else kind.__name__}")
-    if key in ("steps", "samples") and value < 1:
-        raise PickStyleError(f"{path}: {name} = {value!r} is not a whole number of {key} >= 1")
-    if key == "skip" and value < 0:
-        raise PickStyleError(f"{path}: {name} = {value!r} is not a whole number of steps >= 0")
-    if key == "lead_in" and (value < 0 or value % 4):
-        raise PickStyleError(f"{path}: {name} = {value!r} is not a multiple of 4 frames >= 0")
-    if key == "guidance_end" and not 0 < value <= 1:
-        raise PickStyleError(f"{path}: {name} = {value!r} is not a fraction of the steps in (0, 1]")
-
-
-def model_settings(model: str) -> dict:
-    """The recommended settings in `model`/pickstyle.json ({} for hub ids and folders without one),
-    checked against `SETTING_TYPES`; "adapter" becomes an absolute path."""
-    path = Path(model) / SETTINGS_FILE
-    if not path.is_file():
-        return {}
-    try:
-        settings = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise PickStyleError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(settings, dict):
-        raise PickStyleError(f"{path}: expected a JSON object")
-    for key, value in settings.items():
-        if key not in SETTING_TYPES:
-            raise PickStyleError(f"{path}: unknown key {key!r} (known: {', '.join(SETTING_TYPES)})")
-        _check_setting(path, key, key, value)
-    for style, entry in settings.get("style_settings", {}).items():
-        if not isinstance(entry, dict):
-            raise PickStyleError(f"{path}: style_settings[{style!r}] = {entry!r} is not an object")
-        for key, value in entry.items():
-            if key not in STYLE_SETTING_KEYS:
-                raise PickStyleError(f"{path}: style_settings[{style!r}] has unknown key {key!r} "
-                                     f"(known: {', '.join(STYLE_SETTING_KEYS)})")  # fmt: skip
-            _check_setting(path, f"style_settings[{style!r}].{key}", key, value)
-    if "adapter" in settings:
-        adapter = (path.parent / settings["adapter"]).resolve()
-        if not adapter.exists():
-            raise PickStyleError(f"{path}: adapter {settings['adapter']!r} does not exist in {path.parent}")
-        settings["adapter"] = str(adapter)
-    return settings

@@ -45,19 +45,3 @@ def get_style(name: str) -> StylePreset:
     if key not in STYLE_PRESETS:
         raise PickStyleError(f"--style {name!r}: unknown style; choose from {', '.join(STYLE_PRESETS)}")
     return STYLE_PRESETS[key]
-
-
-def scale_skip(skip_steps: int, num_steps: int) -> int:
-    """A preset's skip (given for 20 steps) at another step count, rounded."""
-    return min(num_steps - 1, round(skip_steps * num_steps / 20))
-
-
-def prompt_settings(settings: dict, prompt: str) -> dict:
-    """A model's settings (pickstyle.json) for one prompt: the `style_settings` entry of the style
-    the prompt names ("<style> style. ...", any case) replaces the model-wide skip and scales, as
-    the authors choose skip per style."""
-    head = prompt.strip().lower()
-    for style, entry in settings.get("style_settings", {}).items():
-        if head.startswith(f"{style.lower()} style."):
-            return {**settings, **entry}
-    return settings

@@ -20,12 +20,14 @@ def load_toy_pipeline(model=TOY_MODEL, adapter: str | None = "default"):
     Returns (pipe, settings)."""
     import torch
 
-    from pickstyle.pipeline.pipeline import load_pipeline, model_settings
+    from pickstyle.pipeline.pipeline import load_pipeline
     from pickstyle.pipeline.schedulers import make_scheduler
+    from pickstyle.settings import model_settings, resolve
 
     settings = model_settings(str(model))
     pipe = load_pipeline(str(model), torch.float32)
-    pipe.scheduler = make_scheduler(settings.get("scheduler", "euler"), settings.get("shift", 3.0))
+    sampler = resolve(settings, "")
+    pipe.scheduler = make_scheduler(sampler["scheduler"], sampler["shift"])
     adapter = settings.get("adapter") if adapter == "default" else adapter
     if adapter:
         pipe.load_style_adapter(adapter)
@@ -50,26 +52,16 @@ def vae_round_trip(pipe, frames: np.ndarray, lead_in: int = 0) -> np.ndarray:
 
 
 def toy_stylize(pipe, settings: dict, frames: np.ndarray, prompt: str, seed: int = 2025, **overrides) -> np.ndarray:
-    """Stylise uint8 frames [T, H, W, 3] (T = 4k+1, H and W multiples of 16) with the settings of
-    the toy model; `overrides` are `PickStylePipeline.__call__` arguments. Returns uint8 [T, H, W, 3]."""
+    """Stylise uint8 frames [T, H, W, 3] (T = 4k+1, H and W multiples of 16) with a model's settings
+    (its pickstyle.json, resolved for `prompt` as `pickstyle stylize` does); `overrides` are
+    `PickStylePipeline.__call__` arguments (`num_inference_steps` rescales the settings' skip, as
+    `--steps` does). Returns uint8 [T, H, W, 3]."""
     import torch
 
-    from pickstyle.pipeline.styles import prompt_settings, scale_skip
+    from pickstyle.settings import call_arguments, resolve
 
-    settings = prompt_settings(settings, prompt)
-    steps = overrides.pop("num_inference_steps", settings.get("steps", 20))
-    kwargs = dict(
-        negative_prompt=settings.get("negative_prompt", ""),
-        num_inference_steps=steps,
-        skip_steps=scale_skip(settings.get("skip", 4), steps),
-        lead_in_frames=settings.get("lead_in", 0),
-        num_samples=settings.get("samples", 1),
-        guidance_end=settings.get("guidance_end", 1.0),
-        text_guidance_scale=settings.get("text_scale", 5.0),
-        context_guidance_scale=settings.get("context_scale", 4.0),
-        max_sequence_length=settings.get("max_sequence_length", 512),
-    )
-    kwargs.update(overrides)
+    steps = overrides.pop("num_inference_steps", None)
+    kwargs = dict(call_arguments(resolve(settings, prompt, {"steps": steps})), **overrides)
     out = pipe(
         video=frames, prompt=prompt, height=frames.shape[1], width=frames.shape[2], num_frames=len(frames),
         generator=torch.Generator().manual_seed(seed), **kwargs,

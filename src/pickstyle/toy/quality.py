@@ -117,7 +117,7 @@ def run_rows(rows, styles, clips, steps=None, seed=2025, progress=True, model=No
     from tqdm.auto import tqdm
 
     from pickstyle.video.postprocess import deflicker
-    from pickstyle.pipeline.styles import prompt_settings, scale_skip
+    from pickstyle.settings import resolve, scale_skip
     from pickstyle.toy.model import TOY_MODEL, load_toy_pipeline, toy_stylize, vae_round_trip
     from pickstyle.toy.scenes import STYLES, style_prompt
 
@@ -146,7 +146,7 @@ def run_rows(rows, styles, clips, steps=None, seed=2025, progress=True, model=No
                 elif row.name == "ground truth":
                     output = truth[style]
                 elif row.name == "truth through the vae":
-                    lead_in = prompt_settings(loaded[2], style_prompt(style, description)).get("lead_in", 0)
+                    lead_in = resolve(loaded[2], style_prompt(style, description))["lead_in"]
                     output = vae_round_trip(loaded[1], truth[style], lead_in)  # on the footing of the pickstyle row
                 else:
                     key = (adapter, repr(row.overrides), row.describe, row.skip, row.per_style, style, clip)
@@ -155,7 +155,7 @@ def run_rows(rows, styles, clips, steps=None, seed=2025, progress=True, model=No
                         if not row.per_style:
                             settings = dict(settings, style_settings={})
                         prompt = style_prompt(style, description) if row.describe else f"{style} style."
-                        overrides = dict(row.overrides, num_inference_steps=steps or prompt_settings(settings, prompt).get("steps", 20))
+                        overrides = dict(row.overrides, num_inference_steps=steps or resolve(settings, prompt)["steps"])
                         if row.skip is not None:
                             overrides["skip_steps"] = scale_skip(row.skip, overrides["num_inference_steps"])
                         stylised[key] = toy_stylize(pipe, settings, frames, prompt, seed, **overrides)
