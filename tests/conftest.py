@@ -31,6 +31,23 @@ def private_model_dir(tiny_model_dir, tmp_path):
 
 
 @pytest.fixture
+def pipeline_calls(monkeypatch):
+    """The keyword arguments of every `PickStylePipeline.__call__`, with the sampler in use as
+    `sampler` = (class name, flow shift); the calls run as usual."""
+    from pickstyle.pipeline.pipeline import PickStylePipeline
+
+    calls, call = [], PickStylePipeline.__call__
+
+    def recording(self, *args, **kwargs):
+        config = self.scheduler.config
+        calls.append(dict(kwargs, sampler=(type(self.scheduler).__name__, config.get("flow_shift") or config.get("shift"))))
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(PickStylePipeline, "__call__", recording)
+    return calls
+
+
+@pytest.fixture
 def tiny_components():
     """Fresh components of the tiny model (identical weights every time)."""
     return build_tiny_components()

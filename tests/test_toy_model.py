@@ -61,13 +61,15 @@ def test_the_adapter_changes_the_output(toy):
     assert np.abs(with_adapter.astype(int) - without).mean() > 1.0
 
 
-def test_stylize_without_model_uses_the_toy_model_and_its_settings(tmp_path, capsys):
+def test_stylize_without_model_uses_the_toy_model_and_its_settings(tmp_path, capsys, pipeline_calls):
     out = tmp_path / "out.mp4"
     assert main(["stylize", str(DEMO_CLIP), "-p", "blueprint style. shapes", "-o", str(out), "--steps", "3",
                  "--frames", "9", "--quiet"]) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert "no --model: using the bundled toy model pickstyle-tiny" in printed
-    assert "9 frames at 64x64" in printed and "euler shift 3" in printed
+    (call,) = pipeline_calls
+    assert (call["num_frames"], call["height"], call["width"], call["sampler"]) == (9, 64, 64, ("FlowMatchEulerDiscreteScheduler", 3.0))
+    assert call["max_sequence_length"] == 32 and call["negative_prompt"] == "sepia style."  # blueprint's, in its pickstyle.json
     frames, fps = read_video(out)
     assert frames.shape == (9, 64, 64, 3) and fps == pytest.approx(8)
 
@@ -118,49 +120,49 @@ def test_model_settings_errors_name_the_file_and_key(tmp_path):
     assert model_settings(str(tmp_path)) == {"steps": 7, "text_scale": 3}
 
 
-def test_flags_override_the_model_settings(private_model_dir, tmp_path, capsys):
+def test_flags_override_the_model_settings(private_model_dir, tmp_path, pipeline_calls):
     (private_model_dir / SETTINGS_FILE).write_text(json.dumps({"steps": 3, "size": "32x32", "shift": 2.0, "fps": 5.0}))
     try:
         src = DEMO_CLIP
         out = tmp_path / "a.mp4"
         assert main(["stylize", str(src), "-p", "x", "-o", str(out), "--model", str(private_model_dir), "--frames", "5",
                      "--quiet", "--shift", "4"]) == 0  # fmt: skip
-        printed = capsys.readouterr().out
-        assert "5 frames at 32x32, 3 steps" in printed and "shift 4" in printed
+        (call,) = pipeline_calls
+        assert (call["num_frames"], call["height"], call["width"], call["num_inference_steps"]) == (5, 32, 32, 3)
+        assert call["sampler"] == ("DPMSolverMultistepScheduler", 4.0)
         assert read_video(out)[1] == pytest.approx(5)
     finally:
         (private_model_dir / SETTINGS_FILE).unlink()
 
 
-def test_a_models_per_style_settings_apply_to_prompts_in_that_style_unless_a_flag_says(private_model_dir, tmp_path, capsys):
+def test_a_models_per_style_settings_apply_to_prompts_in_that_style_unless_a_flag_says(private_model_dir, tmp_path, pipeline_calls):
     settings = {"steps": 4, "size": "32x32", "skip": 8, "text_scale": 3,
                 "style_settings": {"Night Vision": {"skip": 0, "text_scale": 7}, "sepia": {"skip": 12, "context_scale": 1.5},
                                    "thermal": {"lead_in": 4, "steps": 8}, "sketch": {"guidance_end": 0.5, "samples": 2}, "blueprint": {"negative_prompt": "sepia style."}}}
     (private_model_dir / SETTINGS_FILE).write_text(json.dumps(settings))
-    try:
-        for prompt, extra, expected in [
-            ("night vision style. a ring", [], "(skip 0), cs-cfg w_t=7 w_c=4"),
-            ("Sepia style. a ring", [], "(skip 2), cs-cfg w_t=3 w_c=1.5"),
-            ("sketch style. a ring", [], "(skip 2), cs-cfg w_t=3 w_c=4 on the first 0.5 of the steps +APG, mean of 2 samples, dpm++"),
-            ("sketch style. a ring", ["--samples", "1"], "(skip 2), cs-cfg w_t=3 w_c=4 on the first 0.5 of the steps +APG, dpm++"),
-            ("sepia style. a ring", ["--samples", "3"], "(skip 2), cs-cfg w_t=3 w_c=1.5 +APG, mean of 3 samples, dpm++"),
-            ("sketch style. a ring", ["--guidance-end", "1"], "(skip 2), cs-cfg w_t=3 w_c=4 +APG"),
-            ("sepia style. a ring", ["--skip", "1", "--context-scale", "2"], "(skip 1), cs-cfg w_t=3 w_c=2"),
-            ("thermal style. a ring", [], "(skip 3, lead-in 4), cs-cfg w_t=3 w_c=4"),  # its own 8 steps: skip 8 of 20 is 3 of 8
-            ("thermal style. a ring", ["--lead-in", "0", "--steps", "4"], "(skip 2), cs-cfg w_t=3 w_c=4"),
-            ("sepia style. a ring", ["--style", "clay"], "(skip 0), cs-cfg w_t=3 w_c=4"),
-            ("night vision style. a ring", ["--text-scale", "2"], "(skip 0), cs-cfg w_t=2 w_c=4"),
-            ("blueprint style. a ring", [], "(skip 2), cs-cfg w_t=3 w_c=4 +APG, null text 'sepia style.', dpm++"),
-            ("blueprint style. a ring", ["--negative-prompt", "blur"], "(skip 2), cs-cfg w_t=3 w_c=4 +APG, null text 'blur', dpm++"),
-            ("sepia style. a ring", [], "(skip 2), cs-cfg w_t=3 w_c=1.5 +APG, dpm++"),
-        ]:  # fmt: skip
-            argv = ["stylize", str(DEMO_CLIP), "-p", prompt, "-o", str(tmp_path / "a.mp4"), "--model", str(private_model_dir),
-                    "--frames", "5", "--quiet", *extra]  # fmt: skip
-            assert main(argv) == 0
-            steps = 8 if prompt.startswith("thermal") and "--steps" not in extra else 4
-            assert f"{steps} steps {expected}" in capsys.readouterr().out, (prompt, extra)
-    finally:
-        (private_model_dir / SETTINGS_FILE).unlink()
+    keys = ("num_inference_steps", "skip_steps", "text_guidance_scale", "context_guidance_scale", "guidance_end", "num_samples",
+            "lead_in_frames", "negative_prompt")
+    # expected, in the order of `keys`; defaults where neither the file nor a flag says: w_c 4, guidance_end 1, 1 sample, no lead-in, Wan's null text
+    for prompt, extra, expected in [
+        ("night vision style. a ring", [], (4, 0, 7, 4, 1, 1, 0, None)),
+        ("Sepia style. a ring", [], (4, 2, 3, 1.5, 1, 1, 0, None)),
+        ("sketch style. a ring", [], (4, 2, 3, 4, 0.5, 2, 0, None)),
+        ("sketch style. a ring", ["--samples", "1"], (4, 2, 3, 4, 0.5, 1, 0, None)),
+        ("sepia style. a ring", ["--samples", "3"], (4, 2, 3, 1.5, 1, 3, 0, None)),
+        ("sketch style. a ring", ["--guidance-end", "1"], (4, 2, 3, 4, 1, 2, 0, None)),
+        ("sepia style. a ring", ["--skip", "1", "--context-scale", "2"], (4, 1, 3, 2, 1, 1, 0, None)),
+        ("thermal style. a ring", [], (8, 3, 3, 4, 1, 1, 4, None)),  # its own 8 steps: skip 8 of 20 is 3 of 8
+        ("thermal style. a ring", ["--lead-in", "0", "--steps", "4"], (4, 2, 3, 4, 1, 1, 0, None)),
+        ("sepia style. a ring", ["--style", "clay"], (4, 0, 3, 4, 1, 1, 0, None)),  # the prompt becomes "Clay style. ..."
+        ("night vision style. a ring", ["--text-scale", "2"], (4, 0, 2, 4, 1, 1, 0, None)),
+        ("blueprint style. a ring", [], (4, 2, 3, 4, 1, 1, 0, "sepia style.")),
+        ("blueprint style. a ring", ["--negative-prompt", "blur"], (4, 2, 3, 4, 1, 1, 0, "blur")),
+    ]:  # fmt: skip
+        argv = ["stylize", str(DEMO_CLIP), "-p", prompt, "-o", str(tmp_path / "a.mp4"), "--model", str(private_model_dir),
+                "--frames", "5", "--quiet", *extra]  # fmt: skip
+        assert main(argv) == 0
+        call = pipeline_calls[-1]
+        assert tuple(call[k] for k in keys) == expected, (prompt, extra)
 
 
 def test_demo_writes_a_labelled_side_by_side_video(tmp_path, capsys):
