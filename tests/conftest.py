@@ -32,18 +32,19 @@ def private_model_dir(tiny_model_dir, tmp_path):
 
 @pytest.fixture
 def pipeline_calls(monkeypatch):
-    """The keyword arguments of every `PickStylePipeline.__call__`, with the sampler in use as
-    `sampler` = (class name, flow shift); the calls run as usual."""
-    from pickstyle.pipeline.pipeline import PickStylePipeline
+    """The keyword arguments of every stylise the CLI or the toy model runs (`with_lead_in`, the
+    pipeline's call and the lead-in), with the sampler in use as `sampler` = (class name, flow
+    shift); the calls run as usual."""
+    import pickstyle.pipeline.lead_in as lead_in
 
-    calls, call = [], PickStylePipeline.__call__
+    calls, call = [], lead_in.with_lead_in
 
-    def recording(self, *args, **kwargs):
-        config = self.scheduler.config
-        calls.append(dict(kwargs, sampler=(type(self.scheduler).__name__, config.get("flow_shift") or config.get("shift"))))
-        return call(self, *args, **kwargs)
+    def recording(pipe, video, **kwargs):
+        config = pipe.scheduler.config
+        calls.append(dict(kwargs, sampler=(type(pipe.scheduler).__name__, config.get("flow_shift") or config.get("shift"))))
+        return call(pipe, video, **kwargs)
 
-    monkeypatch.setattr(PickStylePipeline, "__call__", recording)
+    monkeypatch.setattr(lead_in, "with_lead_in", recording)
     return calls
 
 
@@ -51,6 +52,21 @@ def pipeline_calls(monkeypatch):
 def tiny_components():
     """Fresh components of the tiny model (identical weights every time)."""
     return build_tiny_components()
+
+
+def random_adapter_transformer(scale: float, seed: int = 0):
+    """The tiny model's transformer with a rank-4 style adapter whose B = scale * N(0, 1) (seeded)."""
+    import torch
+
+    from pickstyle.pipeline.adapters import add_style_adapter
+
+    transformer = build_tiny_components()["transformer"]
+    add_style_adapter(transformer, rank=4, alpha=4)
+    g = torch.Generator().manual_seed(seed)
+    for name, p in transformer.named_parameters():
+        if "lora_B" in name:
+            p.data = scale * torch.randn(p.shape, generator=g)
+    return transformer
 
 
 def moving_square_video(num_frames=9, height=32, width=32, seed=0):

@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from pickstyle.pipeline.adapters import add_style_adapter, export_authors_format, save_style_adapter
+from pickstyle.pipeline.adapters import export_authors_format, save_style_adapter
 from pickstyle.cli import main
 from pickstyle.pipeline.styles import STYLE_PRESETS
-from pickstyle.testing import build_tiny_components
 from pickstyle.video.io import read_video, write_video
 
-from .conftest import moving_square_video
+from .conftest import moving_square_video, random_adapter_transformer
 
 
 @pytest.fixture(scope="module")
@@ -114,12 +113,7 @@ def test_style_preset_sets_prefix_and_skip(tiny_model_dir, source_video, tmp_pat
 
 @pytest.mark.parametrize("fmt", ["diffusers", "authors"])
 def test_stylize_with_an_adapter(tiny_model_dir, source_video, tmp_path, fmt):
-    transformer = build_tiny_components()["transformer"]
-    add_style_adapter(transformer, rank=4, alpha=4)
-    g = torch.Generator().manual_seed(0)
-    for name, p in transformer.named_parameters():
-        if "lora_B" in name:
-            p.data = 5 * torch.randn(p.shape, generator=g)
+    transformer = random_adapter_transformer(5.0)
     adapter = (
         save_style_adapter(transformer, tmp_path / "adapter")
         if fmt == "diffusers"

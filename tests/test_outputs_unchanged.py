@@ -8,7 +8,6 @@ import hashlib
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from pickstyle.cli import main
@@ -16,7 +15,7 @@ from pickstyle.toy.model import DEMO_CLIP
 from pickstyle.toy.scenes import STYLES
 from pickstyle.video.io import read_video
 
-from .conftest import moving_square_video
+from .conftest import moving_square_video, random_adapter_transformer
 
 TOY_CHECKSUMS = {"sketch": "f5c7f9db341ce661", "sepia": "113e36684f3ae16e", "blueprint": "1227b2c523b852fa",
                  "thermal": "fe7f3148f402fc14", "night vision": "a217e612548d718a"}  # fmt: skip
@@ -48,16 +47,9 @@ def test_the_toy_models_stylize_of_the_demo_clip_is_unchanged(style, tmp_path, w
 
 
 def test_a_tiny_model_stylize_with_every_option_is_unchanged(tiny_model_dir, tmp_path, written):
-    from pickstyle.pipeline.adapters import add_style_adapter, save_style_adapter
-    from pickstyle.testing import build_tiny_components
+    from pickstyle.pipeline.adapters import save_style_adapter
 
-    transformer = build_tiny_components()["transformer"]
-    add_style_adapter(transformer, rank=4, alpha=4)
-    g = torch.Generator().manual_seed(0)
-    for name, p in transformer.named_parameters():
-        if "lora_B" in name:
-            p.data = 3 * torch.randn(p.shape, generator=g)
-    adapter = save_style_adapter(transformer, tmp_path / "adapter")
+    adapter = save_style_adapter(random_adapter_transformer(3.0), tmp_path / "adapter")
     source = tmp_path / "frames"  # lossless: an mp4 source would differ a little from one encode to the next
     source.mkdir()
     for i, frame in enumerate(moving_square_video(num_frames=14, height=40, width=72)):

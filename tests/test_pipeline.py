@@ -10,6 +10,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from pickstyle import PickStyleError, PickStylePipeline
 from pickstyle.pipeline.guidance import permute_context
+from pickstyle.pipeline.lead_in import with_lead_in
 from pickstyle.pipeline.pipeline import WAN_NEGATIVE_PROMPT
 from pickstyle.pipeline.schedulers import make_scheduler
 
@@ -38,9 +39,10 @@ class ForwardRecorder:
 
 
 def _run(pipe, **kw):
+    """The pipeline on the moving square (through `with_lead_in`, which without a lead-in is the plain call)."""
     args = dict(video=moving_square_video(), prompt=PROMPT, negative_prompt=NEG, num_inference_steps=3, skip_steps=1, height=32, width=32)
     args.update(kw)
-    return pipe(**args).frames[0]
+    return with_lead_in(pipe, **args).frames[0]
 
 
 @pytest.mark.parametrize("scheduler", ["euler", "dpm++"])
@@ -260,7 +262,7 @@ def test_given_initial_noise_is_used_and_must_count_the_lead_in(tiny_components)
     # plain CFG draws nothing else, so the generator no longer matters
     np.testing.assert_array_equal(given, _run(pipe, latents=noise.clone(), guidance="cfg", generator=torch.Generator().manual_seed(8)))
     assert np.abs(given - _run(pipe, guidance="cfg", generator=torch.Generator().manual_seed(3))).max() > 1e-3
-    with pytest.raises(PickStyleError, match=r"latents of shape .*lead-in included") as err:
+    with pytest.raises(PickStyleError, match=r"latents of shape .*lead-in's included") as err:
         _run(pipe, latents=noise, lead_in_frames=4)
     assert "\n" not in str(err.value)
 
@@ -273,7 +275,7 @@ def test_samples_are_denoised_as_one_batch_and_their_videos_averaged(tiny_compon
 
     def latents_of(**more):  # the samples' latents [S, 16, T', H', W']
         args = dict(video=moving_square_video(), prompt=PROMPT, negative_prompt=NEG, num_inference_steps=3, skip_steps=1, height=32, width=32)
-        return pipe(**{**args, **more}, output_type="latent").frames
+        return with_lead_in(pipe, **{**args, **more}, output_type="latent").frames
 
     shape = latents_of(num_inference_steps=1, skip_steps=0, guidance="none", lead_in_frames=4).shape
     noise = torch.randn((2, *shape[1:]), generator=torch.Generator().manual_seed(9))

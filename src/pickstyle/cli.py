@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pickstyle import __version__
 from pickstyle.errors import SEED_LIMIT, PickStyleError
+from pickstyle.pipeline.schedulers import SCHEDULERS
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".gif")
 DEBUG_ENV = "PICKSTYLE_DEBUG"
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", default=None, help="480p, 720p (area, aspect kept) or WxH (exact, cropped) (default: the model's, else 480p)")
     s.add_argument("--frames", type=_positive_int, default=None, help="frames to generate, 4k+1 (default: up to 81 over the clip)")
     s.add_argument("--fps", type=_non_negative_float, default=None, help="frame rate of the output (default: the model's, else 16)")
-    s.add_argument("--scheduler", choices=("dpm++", "unipc", "euler"), default=None, help="sampler (default: the model's, else dpm++)")
+    s.add_argument("--scheduler", choices=SCHEDULERS, default=None, help="sampler (default: the model's, else dpm++)")
     s.add_argument("--shift", type=_non_negative_float, default=None, help="flow shift of the sampler's sigmas (default: the model's, else 16)")
     s.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
     s.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"), default="auto", help="auto: bf16 on GPU, fp32 on CPU")
@@ -185,9 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     b.add_argument("name", choices=("quality",), help="which benchmark")
-    from pickstyle.toy.quality import add_quality_arguments
+    from pickstyle.toy.quality import ROWS
 
-    add_quality_arguments(b)
+    b.add_argument("--clips", type=_positive_int, default=4, help="held-out clips per style")
+    b.add_argument("--styles", nargs="+", help="toy styles (default: all)")
+    b.add_argument("--rows", nargs="+", help=f"rows to run (default: all): {', '.join(r.name for r in ROWS)}")
+    b.add_argument("--steps", type=_positive_int, help="sampling steps (default: the toy model's)")
+    b.add_argument("--seed", type=_seed, default=2025)
+    b.add_argument("--out", default="bench-quality", help="folder for results.json, results.md, results.png")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_bench)
 
     st = add_command("styles", help="list the style presets")
@@ -407,6 +414,7 @@ def cmd_stylize(args) -> int:
 
     if args.quiet:
         _quiet_libraries()
+    from pickstyle.pipeline.lead_in import with_lead_in
     from pickstyle.pipeline.pipeline import load_pipeline
 
     pipe = load_pipeline(args.model, dtype)
@@ -431,8 +439,8 @@ def cmd_stylize(args) -> int:
                      batch_guidance=args.batch_guidance)  # fmt: skip
     print(f"stylizing {args.input}: {prompt!r}, {len(frames)} frames at {width}x{height}, {describe(settings, arguments, args.deflicker)}, "
           f"seed {args.seed}, {device}", flush=True)  # fmt: skip
-    result = pipe(video=frames, prompt=prompt, height=height, width=width, num_frames=len(frames),
-                  generator=torch.Generator("cpu").manual_seed(args.seed), **arguments)  # fmt: skip
+    result = with_lead_in(pipe, frames, prompt=prompt, height=height, width=width, num_frames=len(frames),
+                          generator=torch.Generator("cpu").manual_seed(args.seed), **arguments)  # fmt: skip
     video = restore_aspect(result.frames[0], src_h, src_w)
     if args.deflicker:
         from pickstyle.video.postprocess import deflicker

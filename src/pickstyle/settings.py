@@ -132,7 +132,8 @@ def resolve(file_settings: dict, prompt: str, values: dict | None = None, preset
 
 
 def call_arguments(settings: dict) -> dict:
-    """`PickStylePipeline.__call__`'s keyword arguments for resolved `settings` (see `resolve`)."""
+    """The keyword arguments of `with_lead_in(pipe, video, ...)` (`PickStylePipeline.__call__`'s
+    and the lead-in) for resolved `settings` (see `resolve`)."""
     return {
         "negative_prompt": settings["negative_prompt"],
         "num_inference_steps": settings["steps"],

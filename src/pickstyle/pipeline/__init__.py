@@ -9,6 +9,7 @@ _EXPORTS = {
     "compute_dtype": "pickstyle.pipeline.pipeline",
     "WAN_NEGATIVE_PROMPT": "pickstyle.pipeline.pipeline",
     "make_scheduler": "pickstyle.pipeline.schedulers",
+    "with_lead_in": "pickstyle.pipeline.lead_in",
     "STYLE_PRESETS": "pickstyle.pipeline.styles",
     "get_style": "pickstyle.pipeline.styles",
     "add_style_adapter": "pickstyle.pipeline.adapters",

@@ -32,7 +32,6 @@ from pickstyle.video.io import (
     auto_num_frames,
     fit_size,
     frame_size,
-    lead_in_indices,
     sample_frame_indices,
     to_video_tensor,
 )
@@ -79,7 +78,7 @@ class PickStylePipeline(WanVACEPipeline):
 
     def check_style_inputs(
         self, *, video, prompt, prompt_embeds, height, width, num_frames, num_inference_steps, skip_steps,
-        lead_in_frames, num_samples, guidance, guidance_end, null_context, text_guidance_scale, context_guidance_scale,
+        num_samples, guidance, guidance_end, null_context, text_guidance_scale, context_guidance_scale,
         apg_momentum, apg_norm_threshold, apg_eta,
     ):  # fmt: skip
         """Raise `PickStyleError` with a one-line message for the first bad argument of `__call__`
@@ -97,7 +96,7 @@ class PickStylePipeline(WanVACEPipeline):
         if null_context not in NULL_CONTEXTS:
             raise PickStyleError(f"null_context {null_context!r}: expected one of {', '.join(NULL_CONTEXTS)}")
         whole = {"num_inference_steps": (num_inference_steps, "steps"), "skip_steps": (skip_steps, "skip"),
-                 "lead_in_frames": (lead_in_frames, "lead_in"), "num_samples": (num_samples, "samples")}  # fmt: skip
+                 "num_samples": (num_samples, "samples")}  # fmt: skip
         if num_frames is not None:
             whole["num_frames"] = (num_frames, "frames")
         for name, (value, key) in whole.items():
@@ -107,9 +106,6 @@ class PickStylePipeline(WanVACEPipeline):
                 raise PickStyleError(f"{name} {value!r}: {problem(key, value)}")
         if skip_steps >= num_inference_steps:
             raise PickStyleError(f"skip_steps {skip_steps}: must be less than num_inference_steps={num_inference_steps}")
-        frames = num_frames or auto_num_frames(len(video), temporal_stride=self.vae_scale_factor_temporal)
-        if lead_in_frames >= frames:
-            raise PickStyleError(f"lead_in_frames {lead_in_frames}: must be less than num_frames ({frames})")
         for name, value in [
             ("text_guidance_scale", text_guidance_scale),
             ("context_guidance_scale", context_guidance_scale),
@@ -187,7 +183,6 @@ class PickStylePipeline(WanVACEPipeline):
         num_frames: int | None = None,
         num_inference_steps: int = 20,
         skip_steps: int = 4,
-        lead_in_frames: int = 0,
         num_samples: int = 1,
         guidance: str = "cs-cfg",
         guidance_end: float = 1.0,
@@ -226,10 +221,6 @@ class PickStylePipeline(WanVACEPipeline):
             num_inference_steps: sampler steps N (default 20).
             skip_steps: k; sampling starts at step k from x = (1 - sigma_k) VAE(source) + sigma_k eps.
                 More skip keeps more of the source and stylises less. 0 starts from pure noise.
-            lead_in_frames: L, a multiple of the VAE's temporal stride (4), at most num_frames - 1:
-                source frames L..1 are put before the clip (mirrored in time), generated with it and
-                dropped, so that no output frame comes from the first latent frame, which the
-                causal VAE encodes from one frame alone (default 0). Costs L/4 more latent frames.
             num_samples: S, a test-time ensemble (not in the paper): S initial noises are drawn and
                 denoised as one batch (S times the activation memory; every step's permuted null
                 context is shared), each is decoded, and the output is the mean of the S videos. What
@@ -265,7 +256,7 @@ class PickStylePipeline(WanVACEPipeline):
             negative_prompt = WAN_NEGATIVE_PROMPT
         self.check_style_inputs(
             video=video, prompt=prompt, prompt_embeds=prompt_embeds, height=height, width=width, num_frames=num_frames,
-            num_inference_steps=num_inference_steps, skip_steps=skip_steps, lead_in_frames=lead_in_frames,
+            num_inference_steps=num_inference_steps, skip_steps=skip_steps,
             num_samples=num_samples, guidance=guidance, guidance_end=guidance_end, null_context=null_context,
             text_guidance_scale=text_guidance_scale, context_guidance_scale=context_guidance_scale,
             apg_momentum=apg_momentum, apg_norm_threshold=apg_norm_threshold, apg_eta=apg_eta,
@@ -276,8 +267,7 @@ class PickStylePipeline(WanVACEPipeline):
         device = self._execution_device
         dtype = compute_dtype(self.transformer)
 
-        # 1. Source frames: pick num_frames over the clip, resize to cover (height, width), crop;
-        # then the lead-in, frames L..1 mirrored before frame 0.
+        # 1. Source frames: pick num_frames over the clip, resize to cover (height, width), crop.
         frames_available = len(video)
         if num_frames is None:
             num_frames = auto_num_frames(frames_available, temporal_stride=self.vae_scale_factor_temporal)
@@ -287,9 +277,6 @@ class PickStylePipeline(WanVACEPipeline):
         if height is None or width is None:
             height, width = fit_size(*frame_size(video), area, self.size_multiple)
         source = to_video_tensor(video, height, width).to(device)
-        if lead_in_frames:
-            source = torch.cat([source[:, :, lead_in_indices(lead_in_frames)], source], dim=2)
-            num_frames += lead_in_frames
 
         # 2. Text: the prompt and the null text. A pass is run only if its guidance term has a weight:
         # the context term's is w_c - 1 with APG and w_c without; the text term's is w_t - 1.
@@ -325,7 +312,7 @@ class PickStylePipeline(WanVACEPipeline):
         if latents is not None and tuple(latents.shape) != (num_samples, *source_latents.shape[1:]):
             raise PickStyleError(
                 f"latents of shape {tuple(latents.shape)}: must be {(num_samples, *source_latents.shape[1:])} "
-                f"(num_samples x the VAE latents of {num_frames} frames, lead-in included, at {height}x{width})"
+                f"(num_samples x the VAE latents of {num_frames} frames, a lead-in's included, at {height}x{width})"
             )
         noise = self.prepare_latents(
             num_samples, self.transformer.config.in_channels, height, width, num_frames, torch.float32, device, generator, latents
@@ -377,13 +364,8 @@ class PickStylePipeline(WanVACEPipeline):
                 progress_bar.update()
         self._current_timestep = None
 
-        # 6. Decode the samples and average them; drop the lead-in (latents keep it).
-        if output_type == "latent":
-            frames = latents
-        else:
-            frames = self.decode_mean(latents, output_type)
-            if lead_in_frames:
-                frames = [f[lead_in_frames:] for f in frames] if isinstance(frames, list) else frames[:, lead_in_frames:]
+        # 6. Decode the samples and average them.
+        frames = latents if output_type == "latent" else self.decode_mean(latents, output_type)
         self.maybe_free_model_hooks()
         return WanPipelineOutput(frames=frames) if return_dict else (frames,)
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pickstyle.errors import PickStyleError
+from pickstyle.settings import DEFAULTS
 
 SCHEDULERS = ("dpm++", "unipc", "euler")
-DEFAULT_SCHEDULER = "dpm++"
-DEFAULT_SHIFT = 16.0
 
 
-def make_scheduler(name: str = DEFAULT_SCHEDULER, shift: float = DEFAULT_SHIFT, num_train_timesteps: int = 1000):
+def make_scheduler(name: str = DEFAULTS["scheduler"], shift: float = DEFAULTS["shift"], num_train_timesteps: int = 1000):
     """A diffusers scheduler on flow sigmas with the given shift.
 
     `dpm++`: DPM-Solver++ of order 2 (the authors' sampler); `unipc`: UniPC (diffusers' Wan

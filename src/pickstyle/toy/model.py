@@ -58,12 +58,13 @@ def toy_stylize(pipe, settings: dict, frames: np.ndarray, prompt: str, seed: int
     `--steps` does). Returns uint8 [T, H, W, 3]."""
     import torch
 
+    from pickstyle.pipeline.lead_in import with_lead_in
     from pickstyle.settings import call_arguments, resolve
 
     steps = overrides.pop("num_inference_steps", None)
     kwargs = dict(call_arguments(resolve(settings, prompt, {"steps": steps})), **overrides)
-    out = pipe(
-        video=frames, prompt=prompt, height=frames.shape[1], width=frames.shape[2], num_frames=len(frames),
+    out = with_lead_in(
+        pipe, frames, prompt=prompt, height=frames.shape[1], width=frames.shape[2], num_frames=len(frames),
         generator=torch.Generator().manual_seed(seed), **kwargs,
     ).frames[0]  # fmt: skip
     return _to_uint8(out * 255)

@@ -232,17 +232,6 @@ def plot(results: dict, styles, path: Path) -> Path:
     return path
 
 
-def add_quality_arguments(parser) -> None:
-    from pickstyle.cli import _positive_int, _seed
-
-    parser.add_argument("--clips", type=_positive_int, default=4, help="held-out clips per style")
-    parser.add_argument("--styles", nargs="+", help="toy styles (default: all)")
-    parser.add_argument("--rows", nargs="+", help=f"rows to run (default: all): {', '.join(r.name for r in ROWS)}")
-    parser.add_argument("--steps", type=_positive_int, help="sampling steps (default: the toy model's)")
-    parser.add_argument("--seed", type=_seed, default=2025)
-    parser.add_argument("--out", default="bench-quality", help="folder for results.json, results.md, results.png")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
 
 def run_quality_benchmark(args) -> dict:
     """Run the benchmark as `args` say; print the tables and the criteria; write the results."""
