@@ -17,7 +17,7 @@ import torch
 
 from pickstyle.pipeline.pipeline import load_pipeline
 from pickstyle.testing import save_tiny_model
-from pickstyle.video.io import parse_size
+from pickstyle.video.frames import parse_size
 
 
 def main() -> None:

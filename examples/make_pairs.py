@@ -6,9 +6,8 @@ Run: python examples/make_pairs.py"""
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from make_clip import make_clip
+from PIL import Image
 
 STYLES = {
     "Sepia": lambda x: np.clip(x.astype(np.float32).mean(-1, keepdims=True) * [1.07, 0.87, 0.62], 0, 255),

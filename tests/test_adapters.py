@@ -8,6 +8,7 @@ import re
 import pytest
 import torch
 
+from pickstyle.errors import PickStyleError
 from pickstyle.pipeline.adapters import (
     TARGETS,
     adapter_state_dict,
@@ -18,7 +19,6 @@ from pickstyle.pipeline.adapters import (
     load_style_adapter,
     save_style_adapter,
 )
-from pickstyle.errors import PickStyleError
 
 
 def lora_module_names(transformer, adapter_name: str | None = None) -> list[str]:

@@ -2,16 +2,16 @@
 
 import json
 import os
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from pickstyle.pipeline.adapters import export_authors_format, save_style_adapter
 from pickstyle.cli import main
+from pickstyle.pipeline.adapters import export_authors_format, save_style_adapter
 from pickstyle.pipeline.styles import STYLE_PRESETS
 from pickstyle.video.io import read_video, write_video
 
@@ -49,8 +49,8 @@ def test_help_and_version_do_not_import_torch():
 
 
 def test_stylize_deflicker_smooths_the_output_along_the_source(tiny_model_dir, source_video, tmp_path):
-    from pickstyle.video.postprocess import deflicker
     from pickstyle.eval.metrics import warp_error
+    from pickstyle.video.postprocess import deflicker
 
     plain, smooth = tmp_path / "plain.mp4", tmp_path / "smooth.mp4"
     assert _stylize(tiny_model_dir, source_video, plain.with_suffix(".gif"), "--frames", "9") == 0

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pickstyle.errors import PickStyleError
 from pickstyle.train.data import (
     NOT_A_DATASET,
     DatasetReport,
@@ -26,7 +27,6 @@ from pickstyle.train.data import (
     style_from_prompt,
     validate_pairs,
 )
-from pickstyle.errors import PickStyleError
 
 SIZE = (20, 12)  # (width, height) of the test images
 

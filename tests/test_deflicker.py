@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from pickstyle.video.postprocess import deflicker
 from pickstyle.errors import PickStyleError
 from pickstyle.eval.metrics import warp_error
 from pickstyle.toy.quality import psnr
+from pickstyle.video.postprocess import deflicker
 
 
 def _textured(height, width, seed=0):

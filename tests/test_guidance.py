@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from pickstyle.pipeline.guidance import APGState, apg_direction, cs_cfg, cs_cfg_apg, permute_context
+from pickstyle.pipeline.guidance import (
+    APGState,
+    apg_direction,
+    cs_cfg,
+    cs_cfg_apg,
+    permute_context,
+)
 
 
 def _preds(seed=0, shape=(1, 4, 3, 5, 6)):

@@ -7,11 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
+from pickstyle.errors import PickStyleError
 from pickstyle.eval import metrics as M
 from pickstyle.eval import models
-from pickstyle.video import align, flow
-from pickstyle.errors import PickStyleError
 from pickstyle.testing import build_tiny_clip, build_tiny_dino
+from pickstyle.video import align, flow
 from pickstyle.video.io import write_video
 
 # Per-frame shifts (dx, dy) in pixels: the motion varies from frame to frame.

@@ -265,9 +265,9 @@ def test_refine_last_rates_each_styles_best_setting_as_the_mean_of_more_samples(
 
 
 def test_rater_scores_the_bundled_model_and_names_the_style_each_output_is_nearest_after_its_own(tmp_path, monkeypatch):
-    from pickstyle.toy.quality import psnr
     from pickstyle.pipeline.schedulers import make_scheduler
     from pickstyle.toy.model import load_toy_pipeline, toy_stylize
+    from pickstyle.toy.quality import psnr
     from pickstyle.toy.scenes import STYLES, make_scene_clip, style_prompt
 
     monkeypatch.setattr(build, "WORK", tmp_path)  # a fresh clone: the bundled base and adapter
@@ -372,8 +372,9 @@ def test_refine_without_a_tune_says_to_run_it(tmp_path, monkeypatch):
 def test_export_in_a_fresh_clone_keeps_the_bundled_adapters_and_the_same_base(tmp_path, monkeypatch):
     import shutil
 
-    import pickstyle.toy.model
     from safetensors.torch import load_file
+
+    import pickstyle.toy.model
 
     bundled, assets = pickstyle.toy.model.ASSETS, tmp_path / "assets"
     shutil.copytree(bundled, assets)

@@ -10,8 +10,16 @@ import pytest
 from pickstyle.cli import main
 from pickstyle.errors import PickStyleError
 from pickstyle.settings import SETTINGS_FILE, model_settings
-from pickstyle.toy.quality import ROWS, benchmark_clips, criteria, psnr, run_quality_benchmark, run_rows, score
 from pickstyle.toy.model import DEMO_CLIP, TOY_MODEL, load_toy_pipeline, toy_stylize
+from pickstyle.toy.quality import (
+    ROWS,
+    benchmark_clips,
+    criteria,
+    psnr,
+    run_quality_benchmark,
+    run_rows,
+    score,
+)
 from pickstyle.toy.scenes import STYLES, style_prompt
 from pickstyle.video.io import read_video
 

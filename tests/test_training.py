@@ -2,7 +2,6 @@
 base weights, exact resume, two processes on the CPU, and the saved adapter in use."""
 
 import json
-import yaml
 import os
 import subprocess
 import sys
@@ -11,16 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from diffusers import WanVACEPipeline
 from PIL import Image
 from safetensors.torch import load_file
 
 from pickstyle import PickStyleError
 from pickstyle.cli import main
-from pickstyle.train.data import load_image, scan_datasets
 from pickstyle.pipeline.pipeline import load_pipeline
-from pickstyle.train.preview import preview_clips
 from pickstyle.train.config import TrainConfig
+from pickstyle.train.data import load_image, scan_datasets
+from pickstyle.train.preview import preview_clips
 from pickstyle.train.trainer import (
     _text_embeddings,
     encode_clips,

@@ -8,24 +8,22 @@ from fractions import Fraction
 
 import av
 import numpy as np
-
-import pickstyle.files
 import pytest
 import torch
 from PIL import Image
 
-from pickstyle.video import io as video
+import pickstyle.files
 from pickstyle.errors import PickStyleError
-from pickstyle.video.io import (
+from pickstyle.video import io as video
+from pickstyle.video.frames import (
     auto_num_frames,
     fit_size,
     parse_size,
-    read_video,
     restore_aspect,
     sample_frame_indices,
     to_video_tensor,
-    write_video,
 )
+from pickstyle.video.io import read_video, write_video
 
 # ------------------------------------------------------------------ synthetic, identifiable frames
 # A frame is a 2 x 4 grid of black/white cells: cells 0-5 hold the bits of the frame index,

@@ -537,9 +537,9 @@ def check_base(clips: int = 4, steps: int = 20) -> dict:
     (the context the clip in grey, CFG 5): the PSNR of sketch and thermal clips rebuilt from their
     grey with their prompt, and the change between colourising the plain clip's grey as sketch and
     as thermal. Writes toy/work/base/check.json."""
-    from pickstyle.toy.quality import psnr
     from pickstyle.pipeline.schedulers import make_scheduler
     from pickstyle.toy.model import toy_stylize
+    from pickstyle.toy.quality import psnr
     from pickstyle.toy.scenes import style_prompt
 
     pipe = _base_pipeline()
@@ -664,9 +664,9 @@ def _rater(clips: int, steps: int, adapter: Path):
     output (PSNR) on the clip where the own style's lead over the others is least, or a miss is
     worst: the style it is most nearly mistaken for}}."""
     from pickstyle.eval.metrics import warp_error
-    from pickstyle.toy.quality import psnr, score
     from pickstyle.pipeline.schedulers import make_scheduler
     from pickstyle.toy.model import load_toy_pipeline, toy_stylize
+    from pickstyle.toy.quality import psnr, score
     from pickstyle.toy.scenes import style_prompt
 
     pipe, _ = load_toy_pipeline(base_model(), adapter=str(adapter))

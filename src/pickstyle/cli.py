@@ -382,7 +382,7 @@ def describe(settings: dict, arguments: dict, deflicker: float = 0.0) -> str:
 def cmd_stylize(args) -> int:
     from pickstyle.pipeline.styles import get_style
     from pickstyle.settings import DEFAULTS, call_arguments, resolve
-    from pickstyle.video.io import parse_size
+    from pickstyle.video.frames import parse_size
 
     started = time.perf_counter()
     # Cheap checks first: nothing slow runs before the input is known to be good.
@@ -404,7 +404,8 @@ def cmd_stylize(args) -> int:
     import torch
 
     from pickstyle.pipeline.schedulers import make_scheduler
-    from pickstyle.video.io import fit_size, read_video, restore_aspect, write_video
+    from pickstyle.video.frames import fit_size, restore_aspect
+    from pickstyle.video.io import read_video, write_video
 
     frames, source_fps = read_video(args.input, num_frames=settings["frames"] or "auto")
     src_h, src_w = frames.shape[1:3]

@@ -50,7 +50,11 @@ def build_tiny_tokenizer(vocab_size: int = 120):
 
 def build_tiny_components(seed: int = 0) -> dict:
     """The components of a random tiny `WanVACEPipeline`, identical for a given seed."""
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanVACETransformer3DModel
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        WanVACETransformer3DModel,
+    )
     from transformers import UMT5Config, UMT5EncoderModel
 
     tokenizer = build_tiny_tokenizer()
@@ -126,7 +130,12 @@ def build_tiny_clip(path: str | os.PathLike, seed: int = 0) -> Path:
     tokenizer trained in code on TOKENIZER_CORPUS (<s> text </s>, at most 32 tokens) and a
     CLIPImageProcessor of size 32. For tests of the metrics only: its scores mean nothing."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        PreTrainedTokenizerFast,
+    )
 
     path = Path(path)
     specials = ["<pad>", "<unk>", "<s>", "</s>"]

@@ -30,14 +30,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pickstyle.errors import PickStyleError
-
 from pickstyle.eval.models import (
-    CLIP_TYPES, DINO_TYPES, _check_styles, _device, check_model_folder, clip_consistency, clip_r_precision, clip_score,
-    dino_structure, resolve_true_style,
+    CLIP_TYPES,
+    DINO_TYPES,
+    _check_styles,
+    _device,
+    check_model_folder,
+    clip_consistency,
+    clip_r_precision,
+    clip_score,
+    dino_structure,
+    resolve_true_style,
 )  # fmt: skip
 from pickstyle.video.align import align_videos, gray, load_pair, luma, pair_frames
 from pickstyle.video.flow import flow_warp, video_flow
-
 
 
 def warp_error(stylised, source, flows=None, method: str = "dis") -> float:

@@ -15,7 +15,6 @@ from pickstyle.errors import PickStyleError
 from pickstyle.errors import one_line as _one_line
 from pickstyle.video.align import as_frames, pair_frames
 
-
 CLIP_TYPES = ("clip",)
 DINO_TYPES = ("dinov2", "dinov2_with_registers", "dinov3_vit", "dino", "vit")
 _MODELS: dict[tuple, object] = {}

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 from pickstyle.errors import PickStyleError
 from pickstyle.settings import problem
-from pickstyle.video.io import auto_num_frames, lead_in_indices, sample_frame_indices
+from pickstyle.video.frames import (
+    auto_num_frames,
+    lead_in_indices,
+    sample_frame_indices,
+)
 
 
 def _take(video, index):

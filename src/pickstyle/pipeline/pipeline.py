@@ -28,7 +28,7 @@ from pickstyle.pipeline.guidance import (
     permute_context,
 )
 from pickstyle.settings import problem
-from pickstyle.video.io import (
+from pickstyle.video.frames import (
     auto_num_frames,
     fit_size,
     frame_size,

@@ -14,7 +14,11 @@ def make_scheduler(name: str = DEFAULTS["scheduler"], shift: float = DEFAULTS["s
     `dpm++`: DPM-Solver++ of order 2 (the authors' sampler); `unipc`: UniPC (diffusers' Wan
     default); `euler`: flow-matching Euler. sigma' = shift * s / (1 + (shift - 1) * s).
     """
-    from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+    from diffusers import (
+        DPMSolverMultistepScheduler,
+        FlowMatchEulerDiscreteScheduler,
+        UniPCMultistepScheduler,
+    )
 
     if not shift > 0:
         raise PickStyleError(f"--shift {shift}: must be a positive number")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pickstyle.toy.scenes import _to_uint8
+from pickstyle.video.frames import to_uint8
 
 ASSETS = Path(__file__).parent.parent / "assets"
 TOY_MODEL = ASSETS / "pickstyle-tiny"  # the toy model's diffusers folder, its adapter and settings
@@ -42,13 +42,13 @@ def vae_round_trip(pipe, frames: np.ndarray, lead_in: int = 0) -> np.ndarray:
     same for a model run with that lead-in. Returns uint8 [T, H, W, 3]."""
     import torch
 
-    from pickstyle.video.io import lead_in_indices
+    from pickstyle.video.frames import lead_in_indices
 
     frames = np.concatenate([frames[lead_in_indices(lead_in)], frames])
     video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].to(pipe.vae.dtype) / 127.5 - 1
     with torch.no_grad():
         out = pipe.decode_latents(pipe.encode_latents(video))[0]
-    return _to_uint8(out * 255)[lead_in:]
+    return to_uint8(out)[lead_in:]
 
 
 def toy_stylize(pipe, settings: dict, frames: np.ndarray, prompt: str, seed: int = 2025, **overrides) -> np.ndarray:
@@ -67,4 +67,4 @@ def toy_stylize(pipe, settings: dict, frames: np.ndarray, prompt: str, seed: int
         pipe, frames, prompt=prompt, height=frames.shape[1], width=frames.shape[2], num_frames=len(frames),
         generator=torch.Generator().manual_seed(seed), **kwargs,
     ).frames[0]  # fmt: skip
-    return _to_uint8(out * 255)
+    return to_uint8(out)

@@ -116,10 +116,15 @@ def run_rows(rows, styles, clips, steps=None, seed=2025, progress=True, model=No
     dict of metric -> mean over clips; rows whose adapter is missing are left out with a note."""
     from tqdm.auto import tqdm
 
-    from pickstyle.video.postprocess import deflicker
     from pickstyle.settings import resolve, scale_skip
-    from pickstyle.toy.model import TOY_MODEL, load_toy_pipeline, toy_stylize, vae_round_trip
+    from pickstyle.toy.model import (
+        TOY_MODEL,
+        load_toy_pipeline,
+        toy_stylize,
+        vae_round_trip,
+    )
     from pickstyle.toy.scenes import STYLES, style_prompt
+    from pickstyle.video.postprocess import deflicker
 
     model = model or TOY_MODEL
     truths = [{name: np.stack([STYLES[name](f) for f in frames]) for name in STYLES} for frames, _ in clips]

@@ -7,8 +7,15 @@ returning one of the same shape. The prompt for a style is `f"{name} style. <des
 
 from __future__ import annotations
 
-
 import numpy as np
+
+from pickstyle.video.frames import to_uint8
+
+
+def _levels(x: np.ndarray) -> np.ndarray:
+    """Grey levels (floats in [0, 255]) as uint8."""
+    return to_uint8(x, peak=255)
+
 
 def luma(frame: np.ndarray) -> np.ndarray:
     """Rec. 601 luma, float32 [H, W] in [0, 255]."""
@@ -31,22 +38,18 @@ def _edges(frame: np.ndarray) -> np.ndarray:
     return np.clip(np.hypot(gx, gy) / 96.0, 0, 1)
 
 
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
-
-
 def sketch(frame: np.ndarray) -> np.ndarray:
     """Pencil sketch on cream paper: colour dodge of the luma by its blurred inverse."""
     gray = luma(frame)
     dodge = gray * 255.0 / np.maximum(255.0 - _blur(255.0 - gray, 4.0), 1.0)
     shade = np.clip(dodge, 0, 255)[..., None] / 255.0
-    return _to_uint8(shade * np.array([250, 244, 228], np.float32))
+    return _levels(shade * np.array([250, 244, 228], np.float32))
 
 
 def sepia(frame: np.ndarray) -> np.ndarray:
     """Sepia toning (the classic matrix) with lifted blacks."""
     m = np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]], np.float32)
-    return _to_uint8(frame.astype(np.float32) @ m.T * 0.85 + 30)
+    return _levels(frame.astype(np.float32) @ m.T * 0.85 + 30)
 
 
 def blueprint(frame: np.ndarray) -> np.ndarray:
@@ -54,14 +57,14 @@ def blueprint(frame: np.ndarray) -> np.ndarray:
     edges = _edges(frame)[..., None]
     paper = np.array([22, 58, 140], np.float32)
     ink = np.array([225, 235, 255], np.float32)
-    return _to_uint8(paper * (1 - edges) + ink * edges)
+    return _levels(paper * (1 - edges) + ink * edges)
 
 
 def thermal(frame: np.ndarray) -> np.ndarray:
     """A thermal camera: luma mapped through the inferno colour map (dark purple to yellow)."""
     import cv2
 
-    gray = _to_uint8(_blur(luma(frame), 1.5))
+    gray = _levels(_blur(luma(frame), 1.5))
     return cv2.cvtColor(cv2.applyColorMap(gray, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
 
 
@@ -74,7 +77,7 @@ def night_vision(frame: np.ndarray) -> np.ndarray:
     vignette = np.clip(1.15 - 0.45 * r2, 0.2, 1.0)
     lines = 0.9 + 0.1 * (np.arange(h) % 2)[:, None]
     shade = (gain * vignette * lines)[..., None]
-    return _to_uint8(shade * np.array([70, 255, 90], np.float32))
+    return _levels(shade * np.array([70, 255, 90], np.float32))
 
 
 STYLES = {
@@ -171,7 +174,7 @@ def make_scene_clip(
         img = _background(kind, rng, height, width, offset=pan * t)
         for shape, colour, x, y, r, vx, vy, _ in objects:
             _draw(img, shape, colour, x + vx * t, y + vy * t, r)
-        frames.append(_to_uint8(img))
+        frames.append(_levels(img))
     names = [o[-1] for o in objects]
     place = {"sky": "under a blue sky", "stripes": "on a striped wall", "checkerboard": "on a checkerboard",
              "gradient": "on a smooth gradient", "noise": "on a mottled texture"}[kind]  # fmt: skip

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from pickstyle.errors import SEED_LIMIT, PickStyleError
 
-
 LR_SCHEDULES = ("constant", "linear", "cosine")
 
 

@@ -25,7 +25,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from pickstyle.errors import PickStyleError, one_line
 from pickstyle.files import image_files, natural_key
 
@@ -421,22 +420,17 @@ def load_pairs(path, check_images: bool = False) -> list[Pair]:
 # ---------------------------------------------------------------- tensors
 
 
-def _check_hw(height, width) -> None:
-    for name, value in (("height", height), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise PickStyleError(f"{name}={value!r}: expected a positive integer")
-
-
 def load_image(path, height: int, width: int):
     """float32 tensor [3, height, width] in [-1, 1]: the image (EXIF rotation applied, converted
     to RGB, alpha dropped) resized to cover (bicubic, antialiased, clamped to [0, 1]) and centre
     cropped. An image already of that size is not resampled (x / 255 * 2 - 1 exactly)."""
     import numpy as np
     import torch
-    import torch.nn.functional as F
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    _check_hw(height, width)
+    from pickstyle.video.frames import check_size, cover_and_crop
+
+    check_size(height, width)
     path = Path(path)
     try:
         with Image.open(path) as im:
@@ -448,16 +442,8 @@ def load_image(path, height: int, width: int):
         raise PickStyleError(f"{path}: unreadable image (cannot identify image file)") from None
     except Exception as err:  # noqa: BLE001
         raise PickStyleError(f"{path}: unreadable image ({one_line(err)})") from None
-    h, w = arr.shape[:2]
     x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)  # [3, h, w] in [0, 1]
-    if (h, w) != (height, width):
-        scale = max(height / h, width / w)
-        rh, rw = max(height, round(h * scale)), max(width, round(w * scale))
-        if (rh, rw) != (h, w):
-            x = F.interpolate(x[None], size=(rh, rw), mode="bicubic", align_corners=False,
-                              antialias=True)[0].clamp_(0.0, 1.0)
-        top, left = (rh - height) // 2, (rw - width) // 2
-        x = x[:, top:top + height, left:left + width]
+    x = cover_and_crop(x[None], height, width)[0]
     return (x * 2.0 - 1.0).contiguous()
 
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from pickstyle.errors import PickStyleError
+from pickstyle.video.frames import check_size
 
 MOTIONS = ("zoom_in", "zoom_out", "slide_left", "slide_right", "slide_up", "slide_down", "rotate", "static")
 
@@ -82,7 +83,7 @@ def sample_motion(generator: torch.Generator | None, height: int, width: int) ->
       5. torch.rand(1)            -> angle = -20 + 40 * r degrees.
     So the generator advances by the same amount whatever kind comes out.
     """
-    _check_size(height, width)
+    check_size(height, width)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise PickStyleError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     device = generator.device if generator is not None else torch.device("cpu")
@@ -126,7 +127,7 @@ def crop_box(
     """
     _check_kind(kind)
     _check_frames(num_frames)
-    _check_size(height, width)
+    check_size(height, width)
     _check_zoom(zoom)
     _check_shift(shift)
     if not _is_int(t) or not 0 <= t < num_frames:
@@ -302,12 +303,6 @@ def _check_zoom(zoom) -> None:
 def _check_shift(shift) -> None:
     if not _is_int(shift) or shift < 0:
         raise PickStyleError(f"shift must be an int >= 0 (pixels), got {shift!r}")
-
-
-def _check_size(height, width) -> None:
-    for name, value in (("height", height), ("width", width)):
-        if not _is_int(value) or value < 1:
-            raise PickStyleError(f"{name} must be an int >= 1, got {value!r}")
 
 
 def _check_images(images, name: str = "images") -> None:

@@ -243,10 +243,14 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from pickstyle.pipeline.adapters import add_style_adapter, init_style_adapter, save_style_adapter
+    from pickstyle.pipeline.adapters import (
+        add_style_adapter,
+        init_style_adapter,
+        save_style_adapter,
+    )
+    from pickstyle.pipeline.pipeline import WAN_NEGATIVE_PROMPT, load_pipeline
     from pickstyle.train.data import load_image_pair, scan_datasets
     from pickstyle.train.motion import motion_pair
-    from pickstyle.pipeline.pipeline import WAN_NEGATIVE_PROMPT, load_pipeline
 
     config.check()
     output = Path(config.output)

@@ -9,6 +9,7 @@ import numpy as np
 
 from pickstyle.errors import PickStyleError
 from pickstyle.errors import one_line as _one_line
+from pickstyle.video.frames import to_uint8
 
 
 def as_frames(frames, what: str = "frames") -> np.ndarray:
@@ -25,10 +26,8 @@ def as_frames(frames, what: str = "frames") -> np.ndarray:
         raise PickStyleError(f"{what}: shape {tuple(a.shape)} is not [T, H, W, 3]")
     if a.dtype == np.uint8:
         return a
-    if np.issubdtype(a.dtype, np.floating):
-        return np.clip(np.rint(np.nan_to_num(a, nan=0.0) * 255.0), 0, 255).astype(np.uint8)
-    if np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
-        return np.clip(a, 0, 255).astype(np.uint8)
+    if np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
+        return to_uint8(a)
     raise PickStyleError(f"{what}: unsupported dtype {a.dtype}")
 
 

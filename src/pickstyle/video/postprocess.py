@@ -19,6 +19,7 @@ import numpy as np
 from pickstyle.errors import PickStyleError
 from pickstyle.video.align import align_videos, as_frames
 from pickstyle.video.flow import flow_warp, optical_flow
+from pickstyle.video.frames import to_uint8
 
 
 def deflicker(stylised, source, strength: float, method: str = "dis") -> np.ndarray:
@@ -41,5 +42,5 @@ def deflicker(stylised, source, strength: float, method: str = "dis") -> np.ndar
         carried, valid = flow_warp(carry, back, forth)  # frame t-1 brought to frame t
         weight = (strength * valid)[..., None]
         carry = (1 - weight) * sty[t] + weight * carried
-        out[t] = np.clip(np.rint(carry), 0, 255)
+        out[t] = to_uint8(carry, peak=255)
     return out
