@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from pickstyle.errors import PickStyleError
+from pickstyle.pipeline.styles import style_from_prompt
 from pickstyle.train.data import (
     NOT_A_DATASET,
     DatasetReport,
@@ -24,7 +25,6 @@ from pickstyle.train.data import (
     load_image_pair,
     load_pairs,
     scan_datasets,
-    style_from_prompt,
     validate_pairs,
 )
 

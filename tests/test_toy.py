@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from pickstyle.toy.scenes import STYLES, style_prompt
+from pickstyle.pipeline.styles import style_prompt
+from pickstyle.toy.scenes import STYLES
 
 from .conftest import moving_square_video
 

@@ -315,7 +315,7 @@ def _base_clip(seed: int, count: int):
     """The base's training clip `seed` of a cache with `count` plain clips (the styled ones follow,
     the styles in turn): (uint8 frames [T, H, W, 3], caption, the clip's generator, which then
     draws its inpainting rectangle)."""
-    from pickstyle.toy.scenes import style_prompt
+    from pickstyle.pipeline.styles import style_prompt
 
     rng = np.random.default_rng([seed, 1] if seed < count else [seed - count, 5])
     frames, caption = make_scene_clip(rng, FRAMES, SIZE, SIZE)
@@ -538,9 +538,9 @@ def check_base(clips: int = 4, steps: int = 20) -> dict:
     grey with their prompt, and the change between colourising the plain clip's grey as sketch and
     as thermal. Writes toy/work/base/check.json."""
     from pickstyle.pipeline.schedulers import make_scheduler
+    from pickstyle.pipeline.styles import style_prompt
     from pickstyle.toy.model import toy_stylize
     from pickstyle.toy.quality import psnr
-    from pickstyle.toy.scenes import style_prompt
 
     pipe = _base_pipeline()
     pipe.scheduler = make_scheduler("euler", 3.0)
@@ -583,7 +583,7 @@ def make_pairs() -> Path:
     import matplotlib.cbook
     from PIL import Image
 
-    from pickstyle.toy.scenes import style_prompt
+    from pickstyle.pipeline.styles import style_prompt
 
     folder = WORK / "pairs"
     (folder / "images").mkdir(parents=True, exist_ok=True)
@@ -665,9 +665,9 @@ def _rater(clips: int, steps: int, adapter: Path):
     worst: the style it is most nearly mistaken for}}."""
     from pickstyle.eval.metrics import warp_error
     from pickstyle.pipeline.schedulers import make_scheduler
+    from pickstyle.pipeline.styles import style_prompt
     from pickstyle.toy.model import load_toy_pipeline, toy_stylize
     from pickstyle.toy.quality import psnr, score
-    from pickstyle.toy.scenes import style_prompt
 
     pipe, _ = load_toy_pipeline(base_model(), adapter=str(adapter))
     pipe.scheduler = make_scheduler(TOY_SETTINGS["scheduler"], TOY_SETTINGS["shift"])  # the sampler the bundle will carry
@@ -899,7 +899,7 @@ def choose_settings(grid: list[dict], keys) -> dict:
 DEMO_SEED, DEMO_FRAMES = 30_000_000, 18  # the bundled demo clip: a held-out scene, 18 frames at 8 fps (2 windows of 9)
 TOY_SETTINGS = {  # `pickstyle stylize` defaults for the toy model (src/pickstyle/assets/pickstyle-tiny/pickstyle.json)
     "name": "pickstyle-tiny",
-    "description": "a toy stand-in for Wan2.1-VACE trained on two CPU cores (MODEL.md); toy styles only",
+    "description": "a toy stand-in for Wan2.1-VACE trained on two CPU cores (docs/model-card.md); toy styles only",
     "styles": list(STYLES), "size": f"{SIZE}x{SIZE}", "frames": FRAMES, "fps": 8.0, "steps": 20,
     "skip": 0, "text_scale": 1.5, "context_scale": 1.0, "lead_in": 4,  # tune.json's "default"
     "style_settings": {  # for base step 9407: tune.json's "chosen" (refine's) but blueprint's, from work/probes.json (the same `rank_key` over both), and sepia's, from work/probes-24.json (`rank_key` on 24 clips)

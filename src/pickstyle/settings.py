@@ -96,9 +96,11 @@ def model_settings(model: str) -> dict:
 def prompt_settings(settings: dict, prompt: str) -> dict:
     """A model's settings for one prompt: the `style_settings` entry of the style the prompt names
     ("<style> style. ...", any case) replaces the model-wide values."""
-    head = prompt.strip().lower()
+    from pickstyle.pipeline.styles import style_from_prompt
+
+    named = style_from_prompt(prompt.strip()).lower()
     for style, entry in settings.get("style_settings", {}).items():
-        if head.startswith(f"{style.lower()} style."):
+        if style.lower() == named:
             return {**settings, **entry}
     return settings
 

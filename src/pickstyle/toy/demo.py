@@ -44,8 +44,9 @@ def run_demo(output, styles=None, seed: int = 2025, progress: bool = True) -> Pa
     from tqdm.auto import tqdm
 
     from pickstyle.errors import PickStyleError
+    from pickstyle.pipeline.styles import style_prompt
     from pickstyle.toy.model import DEMO_CLIP, TOY_MODEL, load_toy_pipeline
-    from pickstyle.toy.scenes import STYLES, style_prompt
+    from pickstyle.toy.scenes import STYLES
     from pickstyle.video.io import read_video, write_video
 
     styles = list(STYLES) if styles is None else styles

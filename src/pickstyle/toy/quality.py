@@ -116,6 +116,7 @@ def run_rows(rows, styles, clips, steps=None, seed=2025, progress=True, model=No
     dict of metric -> mean over clips; rows whose adapter is missing are left out with a note."""
     from tqdm.auto import tqdm
 
+    from pickstyle.pipeline.styles import style_prompt
     from pickstyle.settings import resolve, scale_skip
     from pickstyle.toy.model import (
         TOY_MODEL,
@@ -123,7 +124,7 @@ def run_rows(rows, styles, clips, steps=None, seed=2025, progress=True, model=No
         toy_stylize,
         vae_round_trip,
     )
-    from pickstyle.toy.scenes import STYLES, style_prompt
+    from pickstyle.toy.scenes import STYLES
     from pickstyle.video.postprocess import deflicker
 
     model = model or TOY_MODEL

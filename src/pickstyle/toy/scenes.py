@@ -89,11 +89,6 @@ STYLES = {
 }
 
 
-def style_prompt(style: str, description: str) -> str:
-    """The prompt of a toy style, `"<style> style. <description>"`."""
-    return f"{style} style. {description}"
-
-
 # ------------------------------------------------------------------------------ procedural scenes
 
 COLOURS = {

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from pickstyle.errors import PickStyleError, one_line
 from pickstyle.files import image_files, natural_key
+from pickstyle.pipeline.styles import style_from_prompt, style_prompt
 
 MANIFEST_EXTENSIONS = (".jsonl", ".csv")
 REQUIRED_KEYS = ("source", "target", "prompt")
@@ -92,16 +93,6 @@ def _subfolders(folder: Path) -> list[Path]:
                   key=lambda p: natural_key(p.name))
 
 
-def style_from_prompt(prompt: str) -> str:
-    """The text before the first " style." of a prompt ("anime style. A cat" -> "anime"),
-    or "unknown" when there is none or it is not a short name (over 4 words, or a sentence)."""
-    head, sep, _ = prompt.partition(" style.")
-    head = head.strip()
-    if sep and head and len(head.split()) <= 4 and "\n" not in head and ". " not in head:
-        return head
-    return "unknown"
-
-
 def _counts(pairs: list[Pair]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for pair in pairs:
@@ -164,7 +155,7 @@ def _load_v1(root: Path, problems: list[str]) -> list[Pair]:
             continue
         for src, tar, desc in zip(sources, targets, descriptions):
             if desc is not None:
-                pairs.append(Pair(src, tar, f"{style} style. {desc}", style))
+                pairs.append(Pair(src, tar, style_prompt(style, desc), style))
     return pairs
 
 
