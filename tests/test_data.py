@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from pickstyle.errors import PickStyleError
-from pickstyle.pipeline.styles import style_from_prompt
+from pickstyle.settings import style_from_prompt
 from pickstyle.train.data import (
     NOT_A_DATASET,
     DatasetReport,

@@ -114,7 +114,9 @@ def test_metrics_ranges_and_bad_input(video):
     rng = np.random.default_rng(0)
     a, b = (rng.integers(0, 256, video.shape, dtype=np.uint8) for _ in range(2))
     s = scores(a, b)
-    assert 0 <= s["warp"] <= 1 and 0 <= s["flicker"] <= 1 and -1 <= s["edge"] <= 1 and -1 <= s["flow"] <= 1
+    # two unrelated noise videos: no temporal consistency, structure or motion in common (measured 0.29, 0.02,
+    # 0.05), but changes of the same size frame to frame, so no flicker against each other (0.002)
+    assert s["warp"] > 0.2 and abs(s["edge"]) < 0.2 and abs(s["flow"]) < 0.2 and s["flicker"] < 0.01
     with pytest.raises(PickStyleError, match="align_videos"):
         M.edge_ssim(video[:, :32], video)
     with pytest.raises(PickStyleError, match="at least 2"):
@@ -227,10 +229,9 @@ def model_dirs(tmp_path_factory):
 def test_clip_metrics(model_dirs, video):
     clip = model_dirs["clip"]
     score = models.clip_score(video, "anime style. a man boxing", clip)
-    assert math.isfinite(score) and 0 <= score <= 100
+    assert math.isfinite(score)
     assert models.clip_consistency(np.repeat(video[:1], 4, axis=0), clip) == pytest.approx(1.0, abs=1e-5)
-    consistency = models.clip_consistency(video, clip)
-    assert -1 <= consistency <= 1 + 1e-6
+    assert models.clip_consistency(video, clip) < 1 - 1e-4  # frames that change are less alike
     styles = ["anime", "pixar", "clay", "lego"]
     r = models.clip_r_precision(video, styles, 2, clip)
     assert set(r) == {"top1", "top2", "top3"} and all(v in (0.0, 1.0) for v in r.values())

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pickstyle.pipeline.styles import style_prompt
+from pickstyle.settings import style_prompt
 from pickstyle.toy.scenes import STYLES
 
 from .conftest import moving_square_video

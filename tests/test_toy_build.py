@@ -266,7 +266,7 @@ def test_refine_last_rates_each_styles_best_setting_as_the_mean_of_more_samples(
 
 def test_rater_scores_the_bundled_model_and_names_the_style_each_output_is_nearest_after_its_own(tmp_path, monkeypatch):
     from pickstyle.pipeline.schedulers import make_scheduler
-    from pickstyle.pipeline.styles import style_prompt
+    from pickstyle.settings import style_prompt
     from pickstyle.toy.model import load_toy_pipeline, toy_stylize
     from pickstyle.toy.quality import psnr
     from pickstyle.toy.scenes import STYLES, make_scene_clip

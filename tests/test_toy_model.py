@@ -9,8 +9,7 @@ import pytest
 
 from pickstyle.cli import main
 from pickstyle.errors import PickStyleError
-from pickstyle.pipeline.styles import style_prompt
-from pickstyle.settings import SETTINGS_FILE, model_settings
+from pickstyle.settings import SETTINGS_FILE, model_settings, style_prompt
 from pickstyle.toy.model import DEMO_CLIP, TOY_MODEL, load_toy_pipeline, toy_stylize
 from pickstyle.toy.quality import (
     ROWS,

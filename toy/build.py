@@ -315,7 +315,7 @@ def _base_clip(seed: int, count: int):
     """The base's training clip `seed` of a cache with `count` plain clips (the styled ones follow,
     the styles in turn): (uint8 frames [T, H, W, 3], caption, the clip's generator, which then
     draws its inpainting rectangle)."""
-    from pickstyle.pipeline.styles import style_prompt
+    from pickstyle.settings import style_prompt
 
     rng = np.random.default_rng([seed, 1] if seed < count else [seed - count, 5])
     frames, caption = make_scene_clip(rng, FRAMES, SIZE, SIZE)
@@ -538,7 +538,7 @@ def check_base(clips: int = 4, steps: int = 20) -> dict:
     grey with their prompt, and the change between colourising the plain clip's grey as sketch and
     as thermal. Writes toy/work/base/check.json."""
     from pickstyle.pipeline.schedulers import make_scheduler
-    from pickstyle.pipeline.styles import style_prompt
+    from pickstyle.settings import style_prompt
     from pickstyle.toy.model import toy_stylize
     from pickstyle.toy.quality import psnr
 
@@ -583,7 +583,7 @@ def make_pairs() -> Path:
     import matplotlib.cbook
     from PIL import Image
 
-    from pickstyle.pipeline.styles import style_prompt
+    from pickstyle.settings import style_prompt
 
     folder = WORK / "pairs"
     (folder / "images").mkdir(parents=True, exist_ok=True)
@@ -665,7 +665,7 @@ def _rater(clips: int, steps: int, adapter: Path):
     worst: the style it is most nearly mistaken for}}."""
     from pickstyle.eval.metrics import warp_error
     from pickstyle.pipeline.schedulers import make_scheduler
-    from pickstyle.pipeline.styles import style_prompt
+    from pickstyle.settings import style_prompt
     from pickstyle.toy.model import load_toy_pipeline, toy_stylize
     from pickstyle.toy.quality import psnr, score
 

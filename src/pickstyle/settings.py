@@ -1,4 +1,5 @@
-"""Stylise settings, resolved in one place and checked once.
+"""Stylise settings, resolved in one place and checked once; and the prompt format
+("<style> style. <description>") the settings of a style are found by.
 
 A setting comes from, first to last: the user's value (a CLI flag or a keyword); the style
 preset's skip (`--style`); the model folder's `pickstyle.json` entry for the style the prompt
@@ -93,11 +94,24 @@ def model_settings(model: str) -> dict:
     return settings
 
 
+def style_prompt(style: str, description: str) -> str:
+    """The prompt of a style, `"<style> style. <description>"`: the format the adapters are trained on."""
+    return f"{style} style. {description}"
+
+
+def style_from_prompt(prompt: str) -> str:
+    """The text before the first " style." of a prompt ("anime style. A cat" -> "anime"),
+    or "unknown" when there is none or it is not a short name (over 4 words, or a sentence)."""
+    head, sep, _ = prompt.partition(" style.")
+    head = head.strip()
+    if sep and head and len(head.split()) <= 4 and "\n" not in head and ". " not in head:
+        return head
+    return "unknown"
+
+
 def prompt_settings(settings: dict, prompt: str) -> dict:
     """A model's settings for one prompt: the `style_settings` entry of the style the prompt names
     ("<style> style. ...", any case) replaces the model-wide values."""
-    from pickstyle.pipeline.styles import style_from_prompt
-
     named = style_from_prompt(prompt.strip()).lower()
     for style, entry in settings.get("style_settings", {}).items():
         if style.lower() == named:

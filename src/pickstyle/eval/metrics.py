@@ -33,13 +33,13 @@ from pickstyle.errors import PickStyleError
 from pickstyle.eval.models import (
     CLIP_TYPES,
     DINO_TYPES,
-    _check_styles,
-    _device,
     check_model_folder,
+    check_styles,
     clip_consistency,
     clip_r_precision,
     clip_score,
     dino_structure,
+    resolve_device,
     resolve_true_style,
 )  # fmt: skip
 from pickstyle.video.align import align_videos, gray, load_pair, luma, pair_frames
@@ -300,7 +300,7 @@ def evaluate_frames(stylised, source, prompt=None, clip_dir=None, dino_dir=None,
         check_model_folder(all_folders["dino"], "DINO", DINO_TYPES)
     true_index = None
     if styles:
-        styles = _check_styles(styles)
+        styles = check_styles(styles)
         true_index = resolve_true_style(styles, true_style, prompt)
     inputs = EvalInputs(sty, src, prompt or None, all_folders, styles or None, true_index, device)
     names = list(METRICS) if metrics is None else list(metrics)
@@ -327,7 +327,7 @@ def evaluate_frames(stylised, source, prompt=None, clip_dir=None, dino_dir=None,
     settings = {
         "frames": len(src), "height": int(src.shape[1]), "width": int(src.shape[2]),
         "flow": "OpenCV DIS (preset medium) on grayscale", "edge_map": "Sobel magnitude / 99th percentile",
-        "prompt": prompt, "folders": all_folders, "device": _device(device) if all_folders else None,
+        "prompt": prompt, "folders": all_folders, "device": resolve_device(device) if all_folders else None,
         "styles": styles or None, "true_style": styles[true_index] if true_index is not None else None,
         "ranges": {k: list(METRICS[k].range) for k in values},
     }

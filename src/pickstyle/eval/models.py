@@ -32,7 +32,8 @@ class ModelBundle:
     device: str = "cpu"
 
 
-def _device(device: str | None) -> str:
+def resolve_device(device: str | None) -> str:
+    """`device`, or cuda when there is one, else cpu."""
     import torch
 
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -63,7 +64,7 @@ def check_model_folder(folder, kind: str, model_types: tuple[str, ...]) -> Path:
 def cached_model(kind: str, folder, loader: Callable[[Path, str], object], device: str | None = None):
     """`loader(folder, device)` once per (kind, folder, device); later calls reuse the result.
     For metrics added with register_metric that load their own checkpoints."""
-    dev = _device(device)
+    dev = resolve_device(device)
     key = (kind, str(Path(folder).resolve()), dev)
     if key not in _MODELS:
         _MODELS[key] = loader(Path(folder), dev)
@@ -175,7 +176,7 @@ def clip_r_precision(frame, styles: list[str], true_index: int, clip_dir, device
     1.0 when styles[true_index] is among the k best, else 0.0. Returns {"top1", "top2", "top3"};
     average over videos for R-precision. Higher is better, range [0, 1].
     """
-    styles = _check_styles(styles)
+    styles = check_styles(styles)
     if isinstance(true_index, bool) or not isinstance(true_index, (int, np.integer)) or not 0 <= true_index < len(styles):
         raise PickStyleError(f"true_index={true_index!r}: expected an index into the {len(styles)} styles")
     f = as_frames(frame, "frame")
@@ -187,7 +188,8 @@ def clip_r_precision(frame, styles: list[str], true_index: int, clip_dir, device
     return {f"top{k}": float(rank < k) for k in (1, 2, 3)}
 
 
-def _check_styles(styles) -> list[str]:
+def check_styles(styles) -> list[str]:
+    """The style names for R-precision as a list; PickStyleError if they are not a non-empty list of names."""
     if isinstance(styles, str) or not isinstance(styles, (list, tuple)) or not styles:
         raise PickStyleError(f"styles={styles!r}: expected a non-empty list of style names")
     if not all(isinstance(s, str) and s.strip() for s in styles):
@@ -199,7 +201,7 @@ def resolve_true_style(styles: list[str], true_style=None, prompt: str | None = 
     """The index of the true style: `true_style` as an index or a name (case-insensitive), else
     the style named in `prompt` (whole words, case-insensitive; the longest name found, then the
     earliest in the prompt)."""
-    styles = _check_styles(styles)
+    styles = check_styles(styles)
     lowered = [s.lower() for s in styles]
     if true_style is not None:
         if isinstance(true_style, (int, np.integer)) and not isinstance(true_style, bool):

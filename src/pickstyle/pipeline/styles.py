@@ -9,21 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pickstyle.errors import PickStyleError
-
-
-def style_prompt(style: str, description: str) -> str:
-    """The prompt of a style, `"<style> style. <description>"`: the format the adapters are trained on."""
-    return f"{style} style. {description}"
-
-
-def style_from_prompt(prompt: str) -> str:
-    """The text before the first " style." of a prompt ("anime style. A cat" -> "anime"),
-    or "unknown" when there is none or it is not a short name (over 4 words, or a sentence)."""
-    head, sep, _ = prompt.partition(" style.")
-    head = head.strip()
-    if sep and head and len(head.split()) <= 4 and "\n" not in head and ". " not in head:
-        return head
-    return "unknown"
+from pickstyle.settings import style_prompt
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from pickstyle._lazy import lazy_exports
 
 _EXPORTS = {
     "STYLES": "pickstyle.toy.scenes",
-    "style_prompt": "pickstyle.pipeline.styles",
+    "style_prompt": "pickstyle.settings",
     "make_scene_clip": "pickstyle.toy.scenes",
     "TOY_MODEL": "pickstyle.toy.model",
     "DEMO_CLIP": "pickstyle.toy.model",

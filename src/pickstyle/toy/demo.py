@@ -44,7 +44,7 @@ def run_demo(output, styles=None, seed: int = 2025, progress: bool = True) -> Pa
     from tqdm.auto import tqdm
 
     from pickstyle.errors import PickStyleError
-    from pickstyle.pipeline.styles import style_prompt
+    from pickstyle.settings import style_prompt
     from pickstyle.toy.model import DEMO_CLIP, TOY_MODEL, load_toy_pipeline
     from pickstyle.toy.scenes import STYLES
     from pickstyle.video.io import read_video, write_video

@@ -116,8 +116,7 @@ def run_rows(rows, styles, clips, steps=None, seed=2025, progress=True, model=No
     dict of metric -> mean over clips; rows whose adapter is missing are left out with a note."""
     from tqdm.auto import tqdm
 
-    from pickstyle.pipeline.styles import style_prompt
-    from pickstyle.settings import resolve, scale_skip
+    from pickstyle.settings import resolve, scale_skip, style_prompt
     from pickstyle.toy.model import (
         TOY_MODEL,
         load_toy_pipeline,

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pickstyle.errors import PickStyleError, one_line
 from pickstyle.files import image_files, natural_key
-from pickstyle.pipeline.styles import style_from_prompt, style_prompt
+from pickstyle.settings import style_from_prompt, style_prompt
 
 MANIFEST_EXTENSIONS = (".jsonl", ".csv")
 REQUIRED_KEYS = ("source", "target", "prompt")
