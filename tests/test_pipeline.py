@@ -294,7 +294,7 @@ def test_samples_are_denoised_as_one_batch_and_their_videos_averaged(tiny_compon
     drawn = latents_of(num_samples=3, generator=torch.Generator().manual_seed(3))  # CS-CFG: the permutations are shared
     assert drawn.shape == (3, shape[1], 3, *shape[3:]) and (drawn[1] - drawn[2]).abs().max() > 1e-3  # no lead-in: 3 latent frames
     torch.testing.assert_close(latents_of(num_samples=3, generator=torch.Generator().manual_seed(3), batch_guidance=True), drawn, rtol=1e-4, atol=1e-5)
-    with pytest.raises(PickStyleError, match=r"latents of shape .*num_samples"):
+    with pytest.raises(PickStyleError, match=r"latents of shape .*num_videos_per_prompt"):
         _run(pipe, latents=noise, **kw)
 
 

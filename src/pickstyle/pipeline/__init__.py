@@ -10,6 +10,7 @@ _EXPORTS = {
     "WAN_NEGATIVE_PROMPT": "pickstyle.pipeline.pipeline",
     "make_scheduler": "pickstyle.pipeline.schedulers",
     "with_lead_in": "pickstyle.pipeline.lead_in",
+    "mean_of_samples": "pickstyle.pipeline.ensemble",
     "STYLE_PRESETS": "pickstyle.pipeline.styles",
     "get_style": "pickstyle.pipeline.styles",
     "add_style_adapter": "pickstyle.pipeline.adapters",

@@ -5,6 +5,7 @@ frame, which Wan's causal VAE encodes from one frame alone. Costs L/4 more laten
 from __future__ import annotations
 
 from pickstyle.errors import PickStyleError
+from pickstyle.pipeline.ensemble import mean_of_samples
 from pickstyle.settings import problem
 from pickstyle.video.frames import (
     auto_num_frames,
@@ -33,17 +34,18 @@ def _join(head, video):
 
 
 def with_lead_in(pipe, video, lead_in_frames: int = 0, num_frames: int | None = None, **kwargs):
-    """`pipe(video=..., **kwargs)` with a lead-in of `lead_in_frames` (L, a multiple of 4, less
-    than the clip's frames): the `num_frames` frames picked over `video` (as the pipeline picks
-    them), source frames L..1 of them put before frame 0, the whole generated, and the first L
-    output frames dropped (latents, `output_type="latent"`, keep them: [S, 16, T' + L/4, H', W']).
-    Returns the pipeline's output; without a lead-in, the pipeline's call as it is."""
+    """`mean_of_samples(pipe, video=..., **kwargs)` (the pipeline's call; `num_samples` videos
+    averaged) with a lead-in of `lead_in_frames` (L, a multiple of 4, less than the clip's
+    frames): the `num_frames` frames picked over `video` (as the pipeline picks them), source
+    frames L..1 of them put before frame 0, the whole generated, and the first L output frames
+    dropped (latents, `output_type="latent"`, keep them: [S, 16, T' + L/4, H', W']). Without a
+    lead-in, `mean_of_samples` as it is."""
     if isinstance(lead_in_frames, bool) or not isinstance(lead_in_frames, int):
         raise PickStyleError(f"lead_in_frames {lead_in_frames!r}: must be an integer")
     if problem("lead_in", lead_in_frames):
         raise PickStyleError(f"lead_in_frames {lead_in_frames}: {problem('lead_in', lead_in_frames)}")
     if not lead_in_frames:
-        return pipe(video=video, num_frames=num_frames, **kwargs)
+        return mean_of_samples(pipe, video=video, num_frames=num_frames, **kwargs)
     if video is None or len(video) == 0:
         raise PickStyleError("`video` is empty: pass the source frames")
     stride = pipe.vae_scale_factor_temporal
@@ -55,7 +57,7 @@ def with_lead_in(pipe, video, lead_in_frames: int = 0, num_frames: int | None = 
     if num_frames != len(video):
         video = _take(video, sample_frame_indices(len(video), num_frames))
     padded = _join(_take(video, lead_in_indices(lead_in_frames)), video)
-    out = pipe(video=padded, num_frames=num_frames + lead_in_frames, **kwargs)
+    out = mean_of_samples(pipe, video=padded, num_frames=num_frames + lead_in_frames, **kwargs)
     if kwargs.get("output_type") == "latent":
         return out
     frames = out.frames if kwargs.get("return_dict", True) else out[0]

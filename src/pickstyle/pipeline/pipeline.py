@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from diffusers import WanVACEPipeline
 from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
@@ -78,7 +79,7 @@ class PickStylePipeline(WanVACEPipeline):
 
     def check_style_inputs(
         self, *, video, prompt, prompt_embeds, height, width, num_frames, num_inference_steps, skip_steps,
-        num_samples, guidance, guidance_end, null_context, text_guidance_scale, context_guidance_scale,
+        num_videos_per_prompt, guidance, guidance_end, null_context, text_guidance_scale, context_guidance_scale,
         apg_momentum, apg_norm_threshold, apg_eta,
     ):  # fmt: skip
         """Raise `PickStyleError` with a one-line message for the first bad argument of `__call__`
@@ -96,7 +97,7 @@ class PickStylePipeline(WanVACEPipeline):
         if null_context not in NULL_CONTEXTS:
             raise PickStyleError(f"null_context {null_context!r}: expected one of {', '.join(NULL_CONTEXTS)}")
         whole = {"num_inference_steps": (num_inference_steps, "steps"), "skip_steps": (skip_steps, "skip"),
-                 "num_samples": (num_samples, "samples")}  # fmt: skip
+                 "num_videos_per_prompt": (num_videos_per_prompt, "samples")}  # fmt: skip
         if num_frames is not None:
             whole["num_frames"] = (num_frames, "frames")
         for name, (value, key) in whole.items():
@@ -183,7 +184,7 @@ class PickStylePipeline(WanVACEPipeline):
         num_frames: int | None = None,
         num_inference_steps: int = 20,
         skip_steps: int = 4,
-        num_samples: int = 1,
+        num_videos_per_prompt: int = 1,
         guidance: str = "cs-cfg",
         guidance_end: float = 1.0,
         text_guidance_scale: float = 5.0,
@@ -221,11 +222,9 @@ class PickStylePipeline(WanVACEPipeline):
             num_inference_steps: sampler steps N (default 20).
             skip_steps: k; sampling starts at step k from x = (1 - sigma_k) VAE(source) + sigma_k eps.
                 More skip keeps more of the source and stylises less. 0 starts from pure noise.
-            num_samples: S, a test-time ensemble (not in the paper): S initial noises are drawn and
-                denoised as one batch (S times the activation memory; every step's permuted null
-                context is shared), each is decoded, and the output is the mean of the S videos. What
-                the samples share stays, what each invents frame by frame averages out: less flicker
-                (default 1).
+            num_videos_per_prompt: S videos from S initial noises, denoised as one batch (S times the
+                activation memory); every step's permuted null context is the same for all of them,
+                and the first noise is the one S = 1 draws (`mean_of_samples` averages them).
             guidance: `"cs-cfg"` (text and context directions), `"cfg"` (plain CFG, the context in
                 both branches) or `"none"` (one pass, no guidance).
             guidance_end: guide only the steps before this fraction of the `num_inference_steps`
@@ -249,15 +248,15 @@ class PickStylePipeline(WanVACEPipeline):
             latents: the initial noise eps [S, 16, T', H', W'] instead of drawing it (T' counts the lead-in).
 
         Returns:
-            `WanPipelineOutput` whose `frames[0]` is float32 [T, H, W, 3] in [0, 1] (`output_type="np"`);
-            with `output_type="latent"`, `frames` is the S samples' latents [S, 16, T', H', W'].
+            `WanPipelineOutput` whose `frames` are float32 [S, T, H, W, 3] in [0, 1] (`output_type="np"`;
+            `frames[0]` the first video); with `output_type="latent"`, the S latents [S, 16, T', H', W'].
         """
         if negative_prompt is None and negative_prompt_embeds is None:
             negative_prompt = WAN_NEGATIVE_PROMPT
         self.check_style_inputs(
             video=video, prompt=prompt, prompt_embeds=prompt_embeds, height=height, width=width, num_frames=num_frames,
             num_inference_steps=num_inference_steps, skip_steps=skip_steps,
-            num_samples=num_samples, guidance=guidance, guidance_end=guidance_end, null_context=null_context,
+            num_videos_per_prompt=num_videos_per_prompt, guidance=guidance, guidance_end=guidance_end, null_context=null_context,
             text_guidance_scale=text_guidance_scale, context_guidance_scale=context_guidance_scale,
             apg_momentum=apg_momentum, apg_norm_threshold=apg_norm_threshold, apg_eta=apg_eta,
         )  # fmt: skip
@@ -309,24 +308,25 @@ class PickStylePipeline(WanVACEPipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         self.scheduler.set_begin_index(skip_steps)
         timesteps = self.scheduler.timesteps[skip_steps:]
-        if latents is not None and tuple(latents.shape) != (num_samples, *source_latents.shape[1:]):
+        batch = num_videos_per_prompt
+        if latents is not None and tuple(latents.shape) != (batch, *source_latents.shape[1:]):
             raise PickStyleError(
-                f"latents of shape {tuple(latents.shape)}: must be {(num_samples, *source_latents.shape[1:])} "
-                f"(num_samples x the VAE latents of {num_frames} frames, a lead-in's included, at {height}x{width})"
+                f"latents of shape {tuple(latents.shape)}: must be {(batch, *source_latents.shape[1:])} "
+                f"(num_videos_per_prompt x the VAE latents of {num_frames} frames, a lead-in's included, at {height}x{width})"
             )
         noise = self.prepare_latents(
-            num_samples, self.transformer.config.in_channels, height, width, num_frames, torch.float32, device, generator, latents
+            batch, self.transformer.config.in_channels, height, width, num_frames, torch.float32, device, generator, latents
         )  # fmt: skip
         if skip_steps > 0:
             sigma = self.scheduler.sigmas[skip_steps].to(device=device, dtype=torch.float32)
             latents = (1 - sigma) * source_latents + sigma * noise
         else:
             latents = noise
-        prompt_embeds, context = prompt_embeds.expand(num_samples, -1, -1), context.expand(num_samples, -1, -1, -1, -1)
+        prompt_embeds, context = prompt_embeds.expand(batch, -1, -1), context.expand(batch, -1, -1, -1, -1)
         if use_null_text:
-            negative_prompt_embeds = negative_prompt_embeds.expand(num_samples, -1, -1)
+            negative_prompt_embeds = negative_prompt_embeds.expand(batch, -1, -1)
         if zero_context is not None:
-            zero_context = zero_context.expand(num_samples, -1, -1, -1, -1)
+            zero_context = zero_context.expand(batch, -1, -1, -1, -1)
 
         # 5. Denoise with CS-CFG (each step's permuted null context is the same for every sample).
         apg_state = APGState()
@@ -364,8 +364,8 @@ class PickStylePipeline(WanVACEPipeline):
                 progress_bar.update()
         self._current_timestep = None
 
-        # 6. Decode the samples and average them.
-        frames = latents if output_type == "latent" else self.decode_mean(latents, output_type)
+        # 6. Decode each video.
+        frames = latents if output_type == "latent" else self.decode_videos(latents, output_type)
         self.maybe_free_model_hooks()
         return WanPipelineOutput(frames=frames) if return_dict else (frames,)
 
@@ -377,10 +377,22 @@ class PickStylePipeline(WanVACEPipeline):
         std = torch.tensor(self.vae.config.latents_std).view(1, z_dim, 1, 1, 1).to(latents.device, latents.dtype)
         return self.vae.decode(latents * std + mean, return_dict=False)[0]
 
+    @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor, output_type: str = "np"):
         """Normalised latents [B, 16, T', H', W'] -> frames via the VAE (as `WanVACEPipeline` does)."""
         return self.video_processor.postprocess_video(self._decode(latents), output_type=output_type)
 
+    def decode_videos(self, latents: torch.Tensor, output_type: str = "np"):
+        """Each of S normalised latents [S, 16, T', H', W'] decoded on its own (the memory of one):
+        np float32 [S, T, H, W, 3] in [0, 1] (a list of S lists of PIL images for "pil")."""
+        videos = [self.decode_latents(z, output_type) for z in latents.split(1)]
+        if len(videos) == 1:
+            return videos[0]
+        if output_type == "pil":
+            return [video[0] for video in videos]
+        return np.concatenate(videos) if isinstance(videos[0], np.ndarray) else torch.cat(videos)
+
+    @torch.no_grad()
     def decode_mean(self, latents: torch.Tensor, output_type: str = "np"):
         """The mean of the videos decoded from each of S normalised latents [S, 16, T', H', W'] (one
         at a time: the memory of one), as the frames of one video."""
