@@ -482,13 +482,6 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
     try:
         return args.func(args)
-    except PickStyleError as err:
-        if debug:
-            import traceback
-
-            traceback.print_exc()
-        print(f"pickstyle {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"pickstyle {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -497,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
+        if isinstance(err, PickStyleError):
+            print(f"pickstyle {args.command}: error: {err}", file=sys.stderr)
+            return 2
         if type(err).__name__ == "OutOfMemoryError":
             print(f"pickstyle {args.command}: error: out of GPU memory; try --offload model, a smaller --size or fewer --frames",
                   file=sys.stderr)  # fmt: skip

@@ -140,8 +140,8 @@ def resolve(file_settings: dict, prompt: str, values: dict | None = None, preset
     for key, value in out.items():
         reason = problem(key, value) if value is not None else None
         if reason:
-            raise PickStyleError(f"--{key.replace('_', '-')} {value:g}: {reason}" if isinstance(value, float)
-                                 else f"--{key.replace('_', '-')} {value}: {reason}")  # fmt: skip
+            shown = f"{value:g}" if isinstance(value, float) else value
+            raise PickStyleError(f"--{key.replace('_', '-')} {shown}: {reason}")
     if out["skip"] >= out["steps"]:
         raise PickStyleError(f"--skip {out['skip']}: must be less than --steps {out['steps']}")
     return out

@@ -48,21 +48,17 @@ def with_lead_in(pipe, video, lead_in_frames: int = 0, num_frames: int | None = 
         return mean_of_samples(pipe, video=video, num_frames=num_frames, **kwargs)
     if video is None or len(video) == 0:
         raise PickStyleError("`video` is empty: pass the source frames")
-    stride = pipe.vae_scale_factor_temporal
-    num_frames = num_frames or auto_num_frames(len(video), temporal_stride=stride)
-    if (num_frames - 1) % stride:
-        raise PickStyleError(f"num_frames {num_frames}: must be {stride}k+1")
+    num_frames = num_frames or auto_num_frames(len(video), temporal_stride=pipe.vae_scale_factor_temporal)
+    if problem("frames", num_frames):
+        raise PickStyleError(f"num_frames {num_frames}: {problem('frames', num_frames)}")
     if lead_in_frames >= num_frames:
         raise PickStyleError(f"lead_in_frames {lead_in_frames}: must be less than num_frames ({num_frames})")
     if num_frames != len(video):
         video = _take(video, sample_frame_indices(len(video), num_frames))
     padded = _join(_take(video, lead_in_indices(lead_in_frames)), video)
+    return_dict = kwargs.pop("return_dict", True)
     out = mean_of_samples(pipe, video=padded, num_frames=num_frames + lead_in_frames, **kwargs)
-    if kwargs.get("output_type") == "latent":
-        return out
-    frames = out.frames if kwargs.get("return_dict", True) else out[0]
-    frames = [f[lead_in_frames:] for f in frames] if isinstance(frames, list) else frames[:, lead_in_frames:]
-    if kwargs.get("return_dict", True):
-        out.frames = frames
-        return out
-    return (frames,)
+    if kwargs.get("output_type") != "latent":
+        frames = out.frames
+        out.frames = [f[lead_in_frames:] for f in frames] if isinstance(frames, list) else frames[:, lead_in_frames:]
+    return out if return_dict else (out.frames,)
