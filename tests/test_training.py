@@ -207,13 +207,14 @@ def test_resume_gives_the_same_adapter_as_a_straight_run(tiny_model_dir, pairs_d
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["step_0000003", "step_0000006"]
 
 
-def _assert_trained_as_shipped(result, model_dir):
-    """The adapter (in memory and on disk) is fp32 and has moved; the base computes in bf16, keeps
-    diffusers' fp32 modules in fp32, and is bit-identical to the folder loaded in bf16."""
+def _assert_trained_as_shipped(result, model_dir, dtype=torch.bfloat16):
+    """The adapter (in memory and on disk) is fp32 and has moved; the base computes in `dtype`
+    (bf16 as shipped), keeps diffusers' fp32 modules in fp32, and is bit-identical to the folder
+    loaded in that dtype."""
     from pickstyle.pipeline.pipeline import compute_dtype
 
     transformer = result.transformer
-    assert compute_dtype(transformer) == transformer.patch_embedding.weight.dtype == torch.bfloat16
+    assert compute_dtype(transformer) == transformer.patch_embedding.weight.dtype == dtype
     assert transformer.scale_shift_table.dtype == torch.float32  # the first parameter, in _keep_in_fp32_modules
     lora = {k: v for k, v in transformer.state_dict().items() if "lora_" in k}
     assert lora and all(v.dtype == torch.float32 for v in lora.values())
@@ -221,7 +222,7 @@ def _assert_trained_as_shipped(result, model_dir):
     assert len(saved) == len(lora) and all(v.dtype == torch.float32 for v in saved.values())
     assert all(v.abs().sum() > 0 for k, v in saved.items() if "lora_B" in k)
     assert result.losses and all(np.isfinite(loss) for _, loss in result.losses)
-    fresh = load_pipeline(str(model_dir), torch.bfloat16).transformer.state_dict()
+    fresh = load_pipeline(str(model_dir), dtype).transformer.state_dict()
     base = {k.replace(".base_layer", ""): v for k, v in transformer.state_dict().items() if "lora_" not in k}
     assert base.keys() == fresh.keys() and all(torch.equal(base[k], fresh[k]) for k in fresh)
 
@@ -236,6 +237,14 @@ def test_one_step_with_the_default_config_on_a_model_saved_in_fp32_or_bf16(
                          height=32, width=32, frames=5)  # fmt: skip
     assert config.dtype == "bf16" and config.rank == 128 and config.gradient_checkpointing
     _assert_trained_as_shipped(train(config, progress=False), model)
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "fp32"])
+def test_the_base_in_fp16_or_fp32_trains_an_fp32_adapter(tiny_model_dir_bf16, pairs_dir, tmp_path, dtype):
+    config = TrainConfig(model=str(tiny_model_dir_bf16), data=[str(pairs_dir)], output=str(tmp_path / "run"), max_steps=1,
+                         height=32, width=32, frames=5, dtype=dtype)  # fmt: skip
+    torch_dtype = {"fp16": torch.float16, "fp32": torch.float32}[dtype]
+    _assert_trained_as_shipped(train(config, progress=False), tiny_model_dir_bf16, torch_dtype)
 
 
 def test_train_with_only_the_required_flags_runs_the_default_clip_size(tiny_model_dir_bf16, pairs_dir, tmp_path, capsys):
